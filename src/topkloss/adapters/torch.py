@@ -1,0 +1,71 @@
+"""PyTorch: one ``torch.autograd.Function`` per core op.
+
+``forward`` takes no ctx and ``setup_context`` saves the residuals, so the function works
+with ``loss.backward()``, ``torch.func`` (``generate_vmap_rule``), ``gradcheck`` and
+``torch.compile(fullgraph=True)``. The residuals travel as extra, non-differentiable
+outputs. The classes are made when this module is imported (dynamo cannot trace a class
+definition), for every op in the core's registry.
+"""
+
+from __future__ import annotations
+
+import array_api_compat.torch as xp
+import torch
+
+from ..core.op import REGISTRY
+
+
+def _make_function(op):
+    forward, backward = op.forward, op.backward  # plain functions: dynamo can trace these
+
+    class _Function(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(x, static, *args):
+            out, residuals = forward(xp, x, *args, static=static)
+            # an output may not be an input: save an alias instead
+            return (out, *(r.detach() if r is x else r for r in residuals))
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            x, static, *args = inputs
+            residuals = output[1:]
+            ctx.static = static
+            ctx.n_args = len(args)
+            ctx.mark_non_differentiable(*residuals)
+            ctx.save_for_backward(x, *args, *residuals)
+
+        @staticmethod
+        def backward(ctx, g, *_):
+            x, *rest = ctx.saved_tensors
+            args, residuals = tuple(rest[: ctx.n_args]), tuple(rest[ctx.n_args :])
+            dx = backward(xp, x, args, residuals, g, static=ctx.static)
+            return (dx, None, *([None] * ctx.n_args))
+
+    _Function.__name__ = _Function.__qualname__ = f"{op.name}_function"
+    return _Function
+
+
+_FUNCTIONS = {op: _make_function(op) for op in REGISTRY}
+
+
+def namespace(*arrays):
+    return xp
+
+
+def apply(op, static, x, *args):
+    fn = _FUNCTIONS.get(op)
+    if fn is None:  # an op created after this module was imported (eager only)
+        fn = _FUNCTIONS[op] = _make_function(op)
+    return fn.apply(x, static, *args)[0]
+
+
+def is_concrete(x):
+    if torch.compiler.is_compiling():
+        return False
+    return not torch._C._functorch.is_functorch_wrapped_tensor(x) and x.device.type != "meta"
+
+
+def device(x):
+    return x.device

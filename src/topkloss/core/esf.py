@@ -1,0 +1,150 @@
+r"""Log-space elementary symmetric polynomials: tree product and complement products.
+
+For leaves :math:`x_1..x_m > 0` (given as ``logx``), :math:`e_j(x)` is the coefficient of
+:math:`t^j` in :math:`\prod_i (1 + x_i t)`. We multiply the degree-1 factors pairwise in a
+balanced binary tree, truncating every product at degree ``k``: :math:`\lceil\log_2 m\rceil`
+vectorised rounds, :math:`O(mk)` work. Every coefficient is a sum of positive terms, computed
+as a log-sum-exp, so nothing cancels.
+
+The gradient needs, for every leaf :math:`i`, the polynomial of all *other* leaves,
+:math:`\prod_{l \ne i}(1 + x_l t)`, whose coefficients are :math:`e_j(x_{\setminus i})`. Walking
+the same tree top-down, the product of everything outside a node is (everything outside
+its parent) times (its sibling): two truncated products per parent, no subtraction. Then
+
+.. math::  \pi_j(i) = \frac{x_i\, e_{j-1}(x_{\setminus i})}{e_j(x)}
+           = \frac{\partial \log e_j(x)}{\partial \log x_i}.
+
+Representation: a polynomial with constant term 1 (every node of the tree has one) is a
+Python list ``[c_1, ..., c_d]`` of arrays of log-coefficients, each of shape
+``(..., nodes)``: coefficient-major, contiguous along the nodes of one tree level.
+"""
+
+from __future__ import annotations
+
+from .op import Op
+from .ops import NEG_INF, _device, full_like_shape, logsumexp_list
+
+__all__ = ["LOG_ESF", "tree_levels", "tree_top", "complement", "log_pi"]
+
+
+def poly_mul(xp, a, b, degree):
+    """Log-space product of two polynomials with constant term 1, truncated at ``degree``."""
+    da, db = len(a), len(b)
+    out = []
+    for j in range(1, min(da + db, degree) + 1):
+        terms = []
+        if j <= da:
+            terms.append(a[j - 1])
+        if j <= db:
+            terms.append(b[j - 1])
+        for i in range(max(1, j - db), min(da, j - 1) + 1):
+            terms.append(a[i - 1] + b[j - i - 1])
+        out.append(logsumexp_list(xp, terms))
+    return out
+
+
+def tree_levels(xp, logx, k):
+    """All levels of the product tree of ``prod_i (1 + exp(logx_i) t)``, truncated at ``k``.
+
+    ``logx`` has shape ``(..., m)`` and may hold ``-inf`` (a leaf equal to 0). The leaves
+    are padded with ``-inf`` to a power of two. Returns a list of levels; level ``L`` is a
+    list of ``min(2**L, k)`` arrays of shape ``(..., size / 2**L)``; the last level has a
+    single node: the whole product.
+    """
+    m = logx.shape[-1]
+    size = 1 << max(0, (m - 1).bit_length())
+    if size > m:
+        pad = full_like_shape(xp, (*logx.shape[:-1], size - m), NEG_INF, logx)
+        logx = xp.concat([logx, pad], axis=-1)
+    level = [logx] if k >= 1 else []
+    levels = [level]
+    while size > 1:
+        even = [c[..., 0::2] for c in level]
+        odd = [c[..., 1::2] for c in level]
+        level = poly_mul(xp, even, odd, k)
+        levels.append(level)
+        size //= 2
+    return levels
+
+
+def tree_top(xp, levels, k, like):
+    """``log e_1 .. log e_k`` of the whole product: a list of ``k`` arrays of shape ``(...)``.
+
+    Degrees above the number of leaves are ``-inf`` (``e_j = 0``).
+    """
+    top = [c[..., 0] for c in levels[-1]]
+    while len(top) < k:
+        top.append(full_like_shape(xp, like.shape[:-1], NEG_INF, like))
+    return top
+
+
+def complement(xp, levels, degree, m):
+    """For every leaf ``i``: ``log e_1 .. log e_degree`` of the leaves other than ``i``.
+
+    Returns a list of ``degree`` arrays of shape ``(..., m)`` (the constant term 1 is
+    implicit). Top-down over the tree: outside(child) = outside(parent) x sibling.
+    """
+    outside = []  # the root has nothing outside it: the polynomial 1
+    for level in reversed(levels[:-1]):
+        even = [c[..., 0::2] for c in level]
+        odd = [c[..., 1::2] for c in level]
+        out_even = poly_mul(xp, outside, odd, degree)
+        out_odd = poly_mul(xp, outside, even, degree)
+        outside = [
+            xp.reshape(xp.stack([e, o], axis=-1), (*e.shape[:-1], 2 * e.shape[-1]))
+            for e, o in zip(out_even, out_odd)
+        ]
+    return [c[..., :m] for c in outside]
+
+
+def log_pi(xp, logx, outside, log_e, j):
+    r"""``log pi_j(i) = log x_i + log e_{j-1}(x \ i) - log e_j(x)`` for every leaf ``i``.
+
+    ``outside`` is :func:`complement`'s list, ``log_e`` the list ``[log e_1, ...]`` with
+    shape ``(...)``. Where ``e_j = 0`` the result is ``-inf`` (the term has no weight).
+    """
+    le = log_e[j - 1]
+    le = xp.where(xp.isfinite(le), le, xp.zeros_like(le))[..., None]
+    num = logx if j == 1 else logx + outside[j - 2]
+    return num - le
+
+
+def flatten_levels(levels):
+    """The tree's levels as one flat tuple of arrays (what autograd frameworks can save)."""
+    return tuple(c for level in levels for c in level)
+
+
+def unflatten_levels(flat, k):
+    """Inverse of :func:`flatten_levels`: level ``L`` holds ``min(2**L, k)`` arrays."""
+    levels, pos, width = [], 0, 1
+    while pos < len(flat):
+        n = min(width, k)
+        levels.append(list(flat[pos : pos + n]))
+        pos += n
+        width *= 2
+    return levels
+
+
+def _log_esf_forward(xp, x, *, static):
+    (k,) = static
+    levels = tree_levels(xp, x, k)
+    top = tree_top(xp, levels, k, x)
+    zero = xp.zeros(x.shape[:-1], dtype=x.dtype, device=_device(x))
+    out = xp.stack([zero, *top], axis=-1)
+    return out, flatten_levels(levels)
+
+
+def _log_esf_backward(xp, x, args, residuals, g, *, static):
+    (k,) = static
+    if k == 0:
+        return xp.zeros_like(x)
+    levels = unflatten_levels(residuals, k)
+    log_e = tree_top(xp, levels, k, x)
+    outside = complement(xp, levels, k - 1, x.shape[-1])
+    dx = xp.zeros_like(x)
+    for j in range(1, k + 1):
+        dx = dx + g[..., j : j + 1] * xp.exp(log_pi(xp, x, outside, log_e, j))
+    return dx
+
+
+LOG_ESF = Op("log_esf", _log_esf_forward, _log_esf_backward)

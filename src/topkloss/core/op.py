@@ -1,0 +1,37 @@
+"""The (forward, backward) pair that every differentiable function of topkloss is made of."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+REGISTRY: list = []
+"""Every Op ever created, so adapters can prepare for all of them before any trace."""
+
+
+@dataclass(frozen=True, eq=False)
+class Op:
+    """A differentiable function of one array ``x``, written against the array API.
+
+    ``forward(xp, x, *args, static=...) -> (out, residuals)``
+        ``args`` are arrays that are not differentiated (labels, noise, weights);
+        ``static`` is a tuple of Python scalars (k, tau, ...); ``residuals`` is a
+        tuple of arrays.
+    ``backward(xp, x, args, residuals, g, static=...) -> dx``
+        the vector-Jacobian product: ``g`` has the shape of ``out``, ``dx`` the shape
+        of ``x``.
+
+    Ops are compared by identity, so they can be used as static (hashable)
+    arguments of ``jax.custom_vjp`` and as keys of the adapters' caches.
+    """
+
+    name: str
+    forward: Callable[..., Any]
+    backward: Callable[..., Any]
+
+    def __post_init__(self):
+        REGISTRY.append(self)
+
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        return f"Op({self.name})"

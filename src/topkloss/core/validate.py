@@ -1,0 +1,107 @@
+"""Argument checks with messages that name the argument and what was expected.
+
+Shape, dtype and parameter checks are static (they never look at array values), so they
+run under ``jax.jit`` and ``torch.compile``. The one check that reads values, the label
+range, runs only when the caller says the values can be read (concrete arrays, not under
+tracing) and checks are on: it costs a device synchronisation on GPU (see
+``topkloss.value_checks``).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from array_api_compat import array_namespace
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def namespace(find=array_namespace, **arrays):
+    """The array namespace shared by the named arrays, or a TypeError naming them.
+
+    ``find`` maps arrays to their namespace (``array_namespace`` by default).
+    """
+    try:
+        return find(*arrays.values())
+    except TypeError as exc:
+        kinds = ", ".join(f"{name}: {type(a).__module__}.{type(a).__name__}" for name, a in arrays.items())
+        raise TypeError(f"{', '.join(arrays)} must be arrays of one array library on one device; got {kinds}") from exc
+
+
+def check_device(ref_name, ref_device, **devices):
+    """Every named device equals ``ref_device`` (None, the device of a traced array, passes)."""
+    for name, dev in devices.items():
+        if ref_device is not None and dev is not None and dev != ref_device:
+            raise ValueError(f"{name} must be on the device of {ref_name} ({ref_device}); got {dev}")
+
+
+def check_scores(xp, scores, name="scores", ndim=2):
+    if getattr(scores, "ndim", None) != ndim:
+        raise ValueError(f"{name} must be a {ndim}-D array (batch, n_classes); got shape {tuple(scores.shape)}")
+    if not xp.isdtype(scores.dtype, "real floating"):
+        raise TypeError(f"{name} must have a real floating dtype; got {scores.dtype}")
+    if ndim == 2 and scores.shape[1] < 2:
+        raise ValueError(f"{name} must have at least 2 classes (columns); got shape {tuple(scores.shape)}")
+
+
+def check_labels(xp, labels, scores, check_values=True):
+    """Labels: 1-D integers of the batch size of ``scores``, each in ``[0, n)``.
+
+    The range is checked only if ``check_values`` (the caller passes False for arrays
+    whose values cannot be read: under tracing, transforms or for lazy arrays).
+    """
+    if getattr(labels, "ndim", None) != 1:
+        raise ValueError(f"labels must be a 1-D array of class indices; got shape {tuple(labels.shape)}")
+    if not xp.isdtype(labels.dtype, "integral"):
+        raise TypeError(f"labels must have an integer dtype (class indices); got {labels.dtype}")
+    if labels.shape[0] != scores.shape[0]:
+        raise ValueError(
+            f"labels must have one entry per row of scores: scores has {scores.shape[0]} rows, "
+            f"labels has {labels.shape[0]} entries"
+        )
+    n = scores.shape[1]
+    if check_values and labels.shape[0] > 0:
+        if bool(xp.any(labels < 0)) or bool(xp.any(labels >= n)):
+            lo, hi = int(xp.min(labels)), int(xp.max(labels))
+            raise ValueError(f"labels must be in [0, {n - 1}] (n_classes = {n}); got values in [{lo}, {hi}]")
+
+
+def as_index_dtype(xp, labels):
+    """Labels in int32/int64, so comparisons with ``arange(n)`` cannot overflow (e.g. uint8)."""
+    if labels.dtype in (xp.int32, xp.int64):
+        return labels
+    return xp.astype(labels, xp.int32)
+
+
+def check_int(value, name, low, high=None, hint=""):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__})")
+    if value < low or (high is not None and value > high):
+        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {rng}{hint}; got {value}")
+    return int(value)
+
+
+def check_real(value, name, *, positive=False, nonnegative=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0; got {value}")
+    if nonnegative and value < 0:
+        raise ValueError(f"{name} must be >= 0; got {value}")
+    return value
+
+
+def check_k(k, n, name="k", offset=0):
+    """``1 <= k`` and ``k + offset <= n - 1`` (the loss needs k + offset classes besides one)."""
+    return check_int(k, name, 1, n - 1 - offset, hint=f" for n_classes = {n}")
+
+
+def check_reduction(reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
+    return reduction

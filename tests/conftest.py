@@ -1,0 +1,30 @@
+"""Fixtures: ``xp`` runs a test on every backend that is installed, ``dtype`` in float32 and float64."""
+
+from __future__ import annotations
+
+import pytest
+
+import backends
+
+_LOADED = {name: backends.load(name) for name in backends.NAMES}
+
+
+@pytest.fixture(params=backends.NAMES)
+def xp(request):
+    mod, reason = _LOADED[request.param]
+    if mod is None:
+        pytest.skip(reason)
+    return mod
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request, xp):
+    return getattr(xp, request.param)
+
+
+def available(name):
+    """The namespace of backend ``name`` or a skip."""
+    mod, reason = _LOADED[name]
+    if mod is None:
+        pytest.skip(reason)
+    return mod
