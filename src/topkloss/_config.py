@@ -17,6 +17,13 @@ def set_value_checks(enabled: bool) -> bool:
     These checks run only on concrete arrays (never under ``jax.jit`` tracing or on other
     lazy arrays). On a GPU each costs one device synchronisation per call: turn them off
     in a training loop whose labels are known to be valid.
+
+    Examples
+    --------
+    >>> import topkloss
+    >>> previous = topkloss.set_value_checks(False)
+    >>> topkloss.set_value_checks(previous)
+    False
     """
     previous = _STATE["check_values"]
     _STATE["check_values"] = bool(enabled)

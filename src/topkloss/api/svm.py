@@ -72,7 +72,7 @@ def smooth_topk_svm(scores, labels, *, k=5, tau=1.0, alpha=1.0, reduction="mean"
     >>> scores = np.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
     >>> labels = np.array([0, 0])
     >>> topkloss.smooth_topk_svm(scores, labels, k=2, reduction="none").round(4)
-    array([0.0589, 2.2142])
+    array([0.6931, 2.1269])
     """
     return run(_prepare_smooth(scores, labels, k=k, tau=tau, alpha=alpha, reduction=reduction))
 
@@ -107,6 +107,6 @@ def topk_svm(scores, labels, *, k=5, alpha=1.0, reduction="mean"):
     >>> import numpy as np, topkloss
     >>> scores = np.array([[3.0, 2.0, 1.0, 0.0]])
     >>> topkloss.topk_svm(scores, np.array([2]), k=2, reduction="none")
-    array([0.5])
+    array([1.5])
     """
     return run(_prepare_hard(scores, labels, k=k, alpha=alpha, reduction=reduction))

@@ -1,0 +1,155 @@
+"""Forward + backward time of each topkloss loss against the same backend's cross-entropy.
+
+Run: ``python benchmarks/bench_losses.py`` (or ``make bench``). Options: ``--backends``,
+``--sizes`` (BATCHxN, comma separated), ``--losses``, ``--repeat``, ``--markdown``.
+
+Every loss and the cross-entropy baseline of the same backend are timed in the same run,
+interleaved, on the same inputs; the table reports the median time of each and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import topkloss
+
+# name -> (function, keyword arguments). Add a loss here to benchmark it on every backend.
+LOSSES = {
+    "smooth_topk_svm": (topkloss.smooth_topk_svm, dict(k=5, tau=1.0, alpha=1.0)),
+    "topk_svm": (topkloss.topk_svm, dict(k=5, alpha=1.0)),
+}
+
+DEFAULT_SIZES = "256x100,256x1000,256x10000"
+
+
+# --- backends: each turns (fn, params) into a callable doing forward + backward ------------------
+def _numpy_setup(scores, labels):
+    def ce(s, y):
+        m = s.max(axis=1, keepdims=True)
+        e = np.exp(s - m)
+        z = e.sum(axis=1, keepdims=True)
+        loss = np.mean(np.log(z[:, 0]) + m[:, 0] - s[np.arange(len(y)), y])
+        g = e / z
+        g[np.arange(len(y)), y] -= 1.0
+        return loss, g / len(y)
+
+    def wrap(fn, params):
+        if fn is None:
+            return lambda: ce(scores, labels)
+        vg = topkloss.value_and_grad(fn)
+        return lambda: vg(scores, labels, **params)
+
+    return wrap
+
+
+def _torch_setup(scores, labels):
+    import torch
+
+    s = torch.asarray(scores).requires_grad_(True)
+    y = torch.asarray(labels)
+
+    def wrap(fn, params):
+        f = (lambda a, b: torch.nn.functional.cross_entropy(a, b)) if fn is None else (lambda a, b: fn(a, b, **params))
+
+        def step():
+            s.grad = None
+            f(s, y).backward()
+            return s.grad
+
+        return step
+
+    return wrap
+
+
+def _jax_setup(scores, labels):
+    import jax
+    import jax.numpy as jnp
+
+    s, y = jnp.asarray(scores), jnp.asarray(labels)
+
+    def ce(a, b):
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(a), b[:, None], axis=1))
+
+    def wrap(fn, params):
+        f = ce if fn is None else (lambda a, b: fn(a, b, **params))
+        vg = jax.jit(jax.value_and_grad(f))
+        return lambda: jax.block_until_ready(vg(s, y))
+
+    return wrap
+
+
+BACKENDS = {"numpy": _numpy_setup, "torch": _torch_setup, "jax": _jax_setup}
+
+
+def _time_once(step):
+    t0 = time.perf_counter()
+    step()
+    return time.perf_counter() - t0
+
+
+def run(backends, sizes, losses, repeat, dtype="float32"):
+    rows = []
+    for backend in backends:
+        for batch, n in sizes:
+            rng = np.random.default_rng(0)
+            scores = rng.normal(size=(batch, n)).astype(dtype)
+            labels = rng.integers(0, n, size=batch)
+            try:
+                wrap = BACKENDS[backend](scores, labels)
+            except ImportError as exc:
+                print(f"# skipping {backend}: {exc}", file=sys.stderr)
+                break
+            steps = {"cross_entropy": wrap(None, {})}
+            steps.update({name: wrap(*LOSSES[name]) for name in losses})
+            for step in steps.values():
+                step()  # warm-up (and jit compilation)
+            times = {name: [] for name in steps}
+            for _ in range(repeat):  # interleaved, so drifts in machine load hit all alike
+                for name, step in steps.items():
+                    times[name].append(_time_once(step))
+            ce = statistics.median(times["cross_entropy"])
+            for name in losses:
+                t = statistics.median(times[name])
+                rows.append((backend, batch, n, name, t * 1e3, ce * 1e3, t / ce))
+    return rows
+
+
+def format_table(rows, markdown=False):
+    head = ("backend", "batch", "n", "loss", "ms (fwd+bwd)", "CE ms", "ratio to CE")
+    body = [(b, str(bs), str(n), name, f"{t:.2f}", f"{c:.2f}", f"{r:.1f}x") for b, bs, n, name, t, c, r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(head)]
+    fmt = "  ".join("{:>%d}" % w for w in widths)
+    return "\n".join([fmt.format(*head)] + [fmt.format(*r) for r in body])
+
+
+def machine():
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backends", default="torch,jax,numpy")
+    p.add_argument("--sizes", default=DEFAULT_SIZES, help="BATCHxN,... (default %(default)s)")
+    p.add_argument("--losses", default=",".join(LOSSES))
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--markdown", action="store_true")
+    a = p.parse_args(argv)
+    sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
+    rows = run(a.backends.split(","), sizes, a.losses.split(","), a.repeat)
+    print(f"# {machine()}; float32, forward + backward, median of {a.repeat}")
+    print(format_table(rows, markdown=a.markdown))
+
+
+if __name__ == "__main__":
+    main()
