@@ -71,3 +71,11 @@ def to_numpy(x):
 def assert_close(actual, desired, rtol=1e-7, atol=0.0, err_msg=""):
     """``numpy.testing.assert_allclose`` after converting ``actual`` to NumPy."""
     np.testing.assert_allclose(to_numpy(actual), np.asarray(desired), rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+def assert_array_type(x, xp):
+    """``x`` is an array of backend ``xp`` (the library returns the input's array type)."""
+    import array_api_compat
+
+    got = name_of(array_api_compat.array_namespace(x))
+    assert got == name_of(xp), f"expected a {name_of(xp)} array, got {type(x)}"

@@ -27,8 +27,12 @@ from .ops import NEG_INF, _device, full_like_shape, logsumexp_list
 __all__ = ["LOG_ESF", "tree_levels", "tree_top", "complement", "log_pi"]
 
 
-def poly_mul(xp, a, b, degree):
-    """Log-space product of two polynomials with constant term 1, truncated at ``degree``."""
+def poly_mul(xp, a, b, degree, mode="log"):
+    """Product of two polynomials with constant term 1, truncated at ``degree``.
+
+    ``mode="log"``: coefficients are logs and sums are log-sum-exps; ``mode="linear"``:
+    plain non-negative coefficients. Either way every term is positive: nothing cancels.
+    """
     da, db = len(a), len(b)
     out = []
     for j in range(1, min(da + db, degree) + 1):
@@ -38,48 +42,54 @@ def poly_mul(xp, a, b, degree):
         if j <= db:
             terms.append(b[j - 1])
         for i in range(max(1, j - db), min(da, j - 1) + 1):
-            terms.append(a[i - 1] + b[j - i - 1])
-        out.append(logsumexp_list(xp, terms))
+            terms.append(a[i - 1] + b[j - i - 1] if mode == "log" else a[i - 1] * b[j - i - 1])
+        if mode == "log":
+            out.append(logsumexp_list(xp, terms))
+        else:
+            acc = terms[0]
+            for t in terms[1:]:
+                acc = acc + t
+            out.append(acc)
     return out
 
 
-def tree_levels(xp, logx, k):
-    """All levels of the product tree of ``prod_i (1 + exp(logx_i) t)``, truncated at ``k``.
+def tree_levels(xp, leaves, k, mode="log"):
+    """All levels of the product tree of ``prod_i (1 + x_i t)``, truncated at ``k``.
 
-    ``logx`` has shape ``(..., m)`` and may hold ``-inf`` (a leaf equal to 0). The leaves
-    are padded with ``-inf`` to a power of two. Returns a list of levels; level ``L`` is a
-    list of ``min(2**L, k)`` arrays of shape ``(..., size / 2**L)``; the last level has a
-    single node: the whole product.
+    ``leaves`` has shape ``(..., m)``: ``log x`` (``mode="log"``, ``-inf`` for a leaf
+    equal to 0) or ``x >= 0`` (``mode="linear"``). The leaves are padded with zeros to a
+    power of two. Returns a list of levels; level ``L`` is a list of ``min(2**L, k)``
+    arrays of shape ``(..., size / 2**L)``; the last level has a single node: the product.
     """
-    m = logx.shape[-1]
+    m = leaves.shape[-1]
     size = 1 << max(0, (m - 1).bit_length())
     if size > m:
-        pad = full_like_shape(xp, (*logx.shape[:-1], size - m), NEG_INF, logx)
-        logx = xp.concat([logx, pad], axis=-1)
-    level = [logx] if k >= 1 else []
+        pad = full_like_shape(xp, (*leaves.shape[:-1], size - m), NEG_INF if mode == "log" else 0.0, leaves)
+        leaves = xp.concat([leaves, pad], axis=-1)
+    level = [leaves] if k >= 1 else []
     levels = [level]
     while size > 1:
         even = [c[..., 0::2] for c in level]
         odd = [c[..., 1::2] for c in level]
-        level = poly_mul(xp, even, odd, k)
+        level = poly_mul(xp, even, odd, k, mode)
         levels.append(level)
         size //= 2
     return levels
 
 
-def tree_top(xp, levels, k, like):
-    """``log e_1 .. log e_k`` of the whole product: a list of ``k`` arrays of shape ``(...)``.
+def tree_top(xp, levels, k, like, mode="log"):
+    """``e_1 .. e_k`` of the whole product (logs in log mode): ``k`` arrays of shape ``(...)``.
 
-    Degrees above the number of leaves are ``-inf`` (``e_j = 0``).
+    Degrees above the number of leaves are ``e_j = 0``.
     """
     top = [c[..., 0] for c in levels[-1]]
     while len(top) < k:
-        top.append(full_like_shape(xp, like.shape[:-1], NEG_INF, like))
+        top.append(full_like_shape(xp, like.shape[:-1], NEG_INF if mode == "log" else 0.0, like))
     return top
 
 
-def complement(xp, levels, degree, m):
-    """For every leaf ``i``: ``log e_1 .. log e_degree`` of the leaves other than ``i``.
+def complement(xp, levels, degree, m, mode="log"):
+    """For every leaf ``i``: ``e_1 .. e_degree`` of the leaves other than ``i`` (logs in log mode).
 
     Returns a list of ``degree`` arrays of shape ``(..., m)`` (the constant term 1 is
     implicit). Top-down over the tree: outside(child) = outside(parent) x sibling.
@@ -88,8 +98,8 @@ def complement(xp, levels, degree, m):
     for level in reversed(levels[:-1]):
         even = [c[..., 0::2] for c in level]
         odd = [c[..., 1::2] for c in level]
-        out_even = poly_mul(xp, outside, odd, degree)
-        out_odd = poly_mul(xp, outside, even, degree)
+        out_even = poly_mul(xp, outside, odd, degree, mode)
+        out_odd = poly_mul(xp, outside, even, degree, mode)
         outside = [
             xp.reshape(xp.stack([e, o], axis=-1), (*e.shape[:-1], 2 * e.shape[-1]))
             for e, o in zip(out_even, out_odd)

@@ -110,3 +110,95 @@ def reduction_cotangent(xp, values, reduction):
     if reduction == "mean":
         g = g / max(values.shape[0], 1)
     return g
+
+
+def kth_largest(xp, x, k):
+    """The ``k``-th largest entry of each row of a 2-D ``x`` (counted with multiplicity), shape
+    ``(batch, 1)``: a value, so it does not depend on how a backend orders ties."""
+    return top_k(xp, x, k)[0][:, k - 1 : k]
+
+
+def topk_mask(xp, x, k):
+    """Boolean mask of the ``k`` largest entries along the last axis, exactly ``k`` per row.
+
+    Ties at the k-th value are broken towards the lowest index (the order of a stable
+    descending sort), on every backend.
+    """
+    t = kth_largest(xp, x, k)
+    above = x > t
+    at = x == t
+    room = k - xp.sum(xp.astype(above, xp.int32), axis=-1, keepdims=True)
+    return above | (at & (xp.cumulative_sum(xp.astype(at, xp.int32), axis=-1) <= room))
+
+
+def _native_top_k(xp):
+    """A backend's own top-k (values, indices) along the last axis, or None.
+
+    array-api-extra's pattern: delegate where a backend has a faster op, keep the
+    standard-only fallback beside it. Frameworks are reached through the namespace or
+    ``sys.modules``, never imported here.
+    """
+    import sys
+
+    if array_api_compat.is_torch_namespace(xp):
+        return lambda x, k: xp.topk(x, k, dim=-1)
+    if array_api_compat.is_jax_namespace(xp):
+        lax = sys.modules["jax"].lax
+        return lambda x, k: lax.top_k(x, k)
+    if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp):
+
+        def top_k(x, k):
+            idx = xp.argpartition(-x, k - 1, axis=-1)[..., :k]
+            vals = xp.take_along_axis(x, idx, axis=-1)
+            order = xp.argsort(-vals, axis=-1, stable=True)
+            return xp.take_along_axis(vals, order, axis=-1), xp.take_along_axis(idx, order, axis=-1)
+
+        return top_k
+    return None
+
+
+def top_k_standard(xp, x, k):
+    """The k largest entries along the last axis, largest first, with their indices.
+
+    Standard-only: ``k`` rounds of max / argmax / mask, O(nk). Ties go to the lowest index.
+    """
+    cols = None
+    values, indices = [], []
+    for _ in range(k):
+        i = xp.argmax(x, axis=-1)
+        if cols is None:
+            cols = arange_like(xp, x.shape[-1], x, dtype=i.dtype)[None, :]
+        values.append(xp.max(x, axis=-1))
+        indices.append(i)
+        x = xp.where(cols == i[:, None], xp.asarray(NEG_INF, dtype=x.dtype), x)
+    return xp.stack(values, axis=-1), xp.stack(indices, axis=-1)
+
+
+def top_k(xp, x, k, native=True):
+    """``(values, indices)`` of the k largest entries of each row of ``x`` (2-D), largest first."""
+    impl = _native_top_k(xp) if native else None
+    return impl(x, k) if impl is not None else top_k_standard(xp, x, k)
+
+
+def scatter_columns(xp, values, indices, n, like):
+    """A ``(batch, n)`` array, zero except ``values[:, j]`` at column ``indices[:, j]``.
+
+    Standard-only; the indices of one row must be distinct.
+    """
+    cols = arange_like(xp, n, like, dtype=indices.dtype)[None, :]
+    zero = xp.zeros_like(like)
+    out = zero
+    for j in range(indices.shape[-1]):
+        out = out + xp.where(cols == indices[:, j : j + 1], values[:, j : j + 1], zero)
+    return out
+
+
+def take_rows(xp, x, index):
+    """``x[b, index[b]]`` for every row ``b`` of a 2-D ``x``: shape ``(batch,)``, O(batch).
+
+    ``take_along_axis`` with the index cast to the namespace's default indexing dtype
+    (torch gathers only with int64).
+    """
+    dt = xp.__array_namespace_info__().default_dtypes()["indexing"]
+    index = index if index.dtype == dt else xp.astype(index, dt)
+    return xp.take_along_axis(x, index[:, None], axis=-1)[:, 0]

@@ -1,0 +1,94 @@
+"""SPEC's numerical contract in float32: offsets, spreads, temperatures, wide rows; never NaN/Inf.
+
+loss: within 1e-5 relative (or 1e-6 absolute, if larger) of float64 on the same inputs;
+gradient: within 1e-5 (1 + R) of its largest entry, R = (max - min of the row) / (k tau).
+Gradient entries below float32's smallest normal number cannot be represented at all, so
+that is the absolute floor of the gradient comparison.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import topkloss
+from topkloss.core import smooth_svm
+
+VG = topkloss.value_and_grad(topkloss.smooth_topk_svm)
+TINY32 = float(np.finfo(np.float32).tiny)
+
+
+def _check_contract(s32, y, k, tau, alpha=1.0):
+    l32, g32 = VG(s32, y, k=k, tau=tau, alpha=alpha, reduction="none")
+    l64, g64 = VG(s32.astype(np.float64), y, k=k, tau=tau, alpha=alpha, reduction="none")
+    assert l32.dtype == np.float32 and g32.dtype == np.float32
+    assert np.all(np.isfinite(l32)) and np.all(np.isfinite(g32))
+    loss_tol = np.maximum(1e-5 * np.abs(l64), 1e-6)
+    bad = np.abs(l32 - l64) > loss_tol
+    assert not bad.any(), f"loss off in rows {np.flatnonzero(bad)}: {l32[bad]} vs {l64[bad]}"
+    r = (s32.max(1) - s32.min(1)).astype(np.float64) / (k * tau)
+    grad_tol = np.maximum(1e-5 * (1 + r) * np.abs(g64).max(1), TINY32)
+    err = np.abs(g32 - g64).max(1)
+    assert np.all(err <= grad_tol), f"gradient off by {np.max(err / grad_tol):.3g} x tolerance"
+
+
+@pytest.fixture(params=["planned", "log"])
+def mode(request, monkeypatch):
+    if request.param == "log":
+        monkeypatch.setattr(smooth_svm, "plan_mode", lambda *a: "log")
+    return request.param
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4, -1e4])
+@pytest.mark.parametrize("spread", [1.0, 100.0, 1e4])
+@pytest.mark.parametrize("tau", [1e-3, 1e-1, 1.0, 1e3])
+def test_float32_contract(offset, spread, tau, mode):
+    rng = np.random.default_rng(int(abs(offset) + spread + 1000 * tau) % 2**32)
+    for n, k in ((10, 1), (10, 5), (200, 5), (50, 20)):
+        s = (offset + spread * rng.normal(size=(24, n))).astype(np.float32)
+        y = rng.integers(0, n, size=24)
+        _check_contract(s, y, k, tau)
+
+
+@pytest.mark.parametrize("tau", [1e-3, 1.0])
+def test_float32_near_the_hinge_with_far_top_classes(tau):
+    """Rows where the top k-1 classes sit 1e4 above and the label near the k-th: the case that
+    cancels catastrophically if log e_k and log e_{k-1} are computed separately."""
+    rng = np.random.default_rng(1)
+    n, k = 12, 5
+    s = np.zeros((40, n), dtype=np.float32)
+    s[:, : k - 1] = 1e4 + rng.uniform(0, 1e4, size=(40, k - 1)).astype(np.float32)
+    s[:, k - 1 :] = rng.normal(size=(40, n - k + 1)).astype(np.float32)
+    y = np.full(40, n - 1)
+    s[:, n - 1] = s[:, k - 1] + np.float32(k) * rng.uniform(-2, 0.5, size=40).astype(np.float32)  # around the kink
+    _check_contract(s, y, k, tau)
+
+
+@pytest.mark.parametrize("n,k", [(1000, 5), (100_000, 5), (3000, 10), (2000, 20)])
+def test_float32_wide_rows(n, k):
+    rng = np.random.default_rng(n + k)
+    s = (rng.normal(size=(2, n)) * np.array([[3.0], [300.0]])).astype(np.float32)
+    y = rng.integers(0, n, size=2)
+    _check_contract(s, y, k, tau=1.0)
+
+
+def test_plan_mode_is_static_and_sensible():
+    assert smooth_svm.plan_mode(100_000, 5, double=False) == "linear"
+    assert smooth_svm.plan_mode(100_000, 20, double=False) == "log"
+    assert smooth_svm.plan_mode(100_000, 20, double=True) == "linear"
+    assert smooth_svm.plan_mode(99, 20, double=False) == "linear"
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_is_computed_in_float32(dtype):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(8, 50)).astype(np.float32)
+    y = torch.asarray(rng.integers(0, 50, size=8))
+    half = torch.asarray(s).to(getattr(torch, dtype)).requires_grad_(True)
+    out = topkloss.smooth_topk_svm(half, y, k=5)
+    assert out.dtype == half.dtype
+    out.backward()
+    assert half.grad.dtype == half.dtype and torch.isfinite(half.grad).all()
+    want = topkloss.smooth_topk_svm(half.detach().float(), y, k=5)
+    torch.testing.assert_close(out.float(), want, rtol=1e-2, atol=0)  # rounding of the result to half

@@ -1,0 +1,226 @@
+"""smooth_topk_svm and topk_svm: brute force, gradients, backends, reductions, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import reference as ref
+import topkloss
+from backends import asarray, assert_array_type, assert_close, to_numpy
+from topkloss.core import smooth_svm
+
+VG_SMOOTH = topkloss.value_and_grad(topkloss.smooth_topk_svm)
+VG_HARD = topkloss.value_and_grad(topkloss.topk_svm)
+
+
+def _data(seed, batch, n, scale=2.0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(scale=scale, size=(batch, n)), rng.integers(0, n, size=batch)
+
+
+@pytest.fixture(params=["linear", "log"])
+def mode(request, monkeypatch):
+    """Run a test with the polynomial of U in linear space and in log space (both exact)."""
+    monkeypatch.setattr(smooth_svm, "plan_mode", lambda *a: request.param)
+    return request.param
+
+
+# --- exactness against the definition (float64, brute force over subsets) -----------------------
+@pytest.mark.parametrize("n", [2, 3, 5, 8])
+@pytest.mark.parametrize("tau,alpha", [(1.0, 1.0), (0.3, 0.5), (4.0, 0.0), (0.05, 2.0)])
+def test_values_match_brute_force(n, tau, alpha, mode):
+    s, y = _data(n, 4, n)
+    for k in range(1, n):
+        got = topkloss.smooth_topk_svm(s, y, k=k, tau=tau, alpha=alpha, reduction="none")
+        np.testing.assert_allclose(got, ref.smooth_topk_svm(s, y, k, tau, alpha), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("n,k", [(2, 1), (4, 1), (5, 2), (6, 3), (7, 6)])
+def test_gradient_matches_finite_differences(n, k, mode):
+    s, y = _data(10 + n, 3, n)
+    _, grad = VG_SMOOTH(s, y, k=k, tau=0.7, alpha=0.8, reduction="sum")
+    num = ref.numerical_grad(lambda a: ref.smooth_topk_svm(a, y, k, 0.7, 0.8).sum(), s)
+    np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-9)
+
+
+def test_gradient_matches_closed_form_with_inclusion_probabilities():
+    """SPEC: dL/ds_i = (p/k)(pi_k(i) - pi_{k-1}(i)) for i != y, dL/ds_y = -p/k."""
+    n, k, tau, alpha = 6, 3, 0.9, 1.0
+    s, y = _data(3, 2, n)
+    _, grad = VG_SMOOTH(s, y, k=k, tau=tau, alpha=alpha, reduction="sum")
+    for b in range(2):
+        others = [i for i in range(n) if i != y[b]]
+        lx = s[b, others] / (k * tau)
+        le = ref.log_esf(lx, k)
+        r = alpha / tau + le[k] - le[k - 1] - s[b, y[b]] / (k * tau)
+        p = 1 / (1 + np.exp(-r))
+        for pos, i in enumerate(others):
+            rest = np.delete(lx, pos)
+            lr = ref.log_esf(rest, k)
+            pi_k = np.exp(lx[pos] + lr[k - 1] - le[k])
+            pi_k1 = np.exp(lx[pos] + lr[k - 2] - le[k - 1]) if k >= 2 else 0.0
+            np.testing.assert_allclose(grad[b, i], p / k * (pi_k - pi_k1), rtol=1e-10, atol=1e-15)
+        np.testing.assert_allclose(grad[b, y[b]], -p / k, rtol=1e-12)
+
+
+def test_k1_alpha0_tau1_is_cross_entropy(xp, dtype):
+    s, y = _data(0, 16, 12, scale=3.0)
+    ce = -(s[np.arange(16), y] - np.log(np.exp(s).sum(1)))
+    got = topkloss.smooth_topk_svm(asarray(xp, s, dtype), asarray(xp, y), k=1, tau=1.0, alpha=0.0, reduction="none")
+    assert_close(got, ce, rtol=1e-12 if dtype == xp.float64 else 1e-5, atol=1e-6)
+
+
+def test_ties_and_equal_scores():
+    s = np.array([[1.0, 1.0, 1.0, 1.0, 1.0], [2.0, 2.0, 0.0, 2.0, 2.0], [0.0, 3.0, 3.0, 3.0, -1.0]])
+    y = np.array([2, 2, 0])
+    for k in (1, 2, 3, 4):
+        np.testing.assert_allclose(
+            topkloss.smooth_topk_svm(s, y, k=k, tau=0.5, reduction="none"),
+            ref.smooth_topk_svm(s, y, k, 0.5, 1.0),
+            rtol=1e-12,
+        )
+        _, g = VG_SMOOTH(s, y, k=k, tau=0.5, reduction="sum")
+        num = ref.numerical_grad(lambda a: ref.smooth_topk_svm(a, y, k, 0.5, 1.0).sum(), s)
+        np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-9)
+
+
+def test_hard_loss_matches_definition_and_subgradient():
+    s, y = _data(5, 20, 9)
+    for k in (1, 3, 8):
+        np.testing.assert_allclose(topkloss.topk_svm(s, y, k=k, alpha=0.7, reduction="none"), ref.topk_svm(s, y, k, 0.7), rtol=1e-14)
+        _, g = VG_HARD(s, y, k=k, alpha=0.7, reduction="sum")
+        num = ref.numerical_grad(lambda a: ref.topk_svm(a, y, k, 0.7).sum(), s)  # no ties: differentiable a.e.
+        np.testing.assert_allclose(g, num, atol=1e-6)
+
+
+def test_smooth_tends_to_hard_as_tau_goes_to_zero():
+    """-tau log C(n-1, k-1) <= L_tau - l <= tau log C(n, k).
+
+    Each of the two log-sum-exps of the definition exceeds its max term (whose difference
+    is the hard loss) by at most tau times the log of its number of subsets.
+    """
+    from math import comb, log
+
+    s, y = _data(7, 30, 10)
+    hard = topkloss.topk_svm(s, y, k=3, reduction="none")
+    for tau in (1.0, 0.1, 0.01, 1e-3):
+        gap = topkloss.smooth_topk_svm(s, y, k=3, tau=tau, reduction="none") - hard
+        assert np.all(gap >= -tau * log(comb(9, 2)) - 1e-12) and np.all(gap <= tau * log(comb(10, 3)) + 1e-12)
+        assert np.max(np.abs(gap)) > tau / 100  # the bounds are not vacuous: the gap is of order tau
+
+
+# --- invariances ---------------------------------------------------------------------------------
+def test_shift_invariance_and_rows_of_gradient_sum_to_zero(xp):
+    s, y = _data(2, 8, 20)
+    v1, g1 = VG_SMOOTH(asarray(xp, s, xp.float64), asarray(xp, y), k=4, reduction="none")
+    v2, g2 = VG_SMOOTH(asarray(xp, s + 123.25, xp.float64), asarray(xp, y), k=4, reduction="none")
+    assert_close(v2, to_numpy(v1), rtol=1e-12)
+    assert_close(g2, to_numpy(g1), rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(to_numpy(g1).sum(axis=1), 0.0, atol=1e-15)
+
+
+def test_inputs_are_not_modified(xp):
+    s, y = _data(3, 4, 9)
+    a, b = asarray(xp, s), asarray(xp, y)
+    VG_SMOOTH(a, b, k=3)
+    topkloss.smooth_topk_svm(a, b, k=3)
+    np.testing.assert_array_equal(to_numpy(a), s)
+    np.testing.assert_array_equal(to_numpy(b), y)
+
+
+# --- every backend agrees, in its own array type and dtype ----------------------------------------
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_backends_agree(xp, dtype, reduction):
+    s, y = _data(4, 6, 30)
+    s = s.astype(np.float32).astype(np.float64)  # the same (float32-representable) inputs for every dtype
+    want = ref.smooth_topk_svm(s, y, 5, 1.0, 1.0)
+    want = {"mean": want.mean(), "sum": want.sum(), "none": want}[reduction]
+    a = asarray(xp, s, dtype)
+    value, grad = VG_SMOOTH(a, asarray(xp, y), k=5, reduction=reduction)
+    plain = topkloss.smooth_topk_svm(a, asarray(xp, y), k=5, reduction=reduction)
+    for out in (value, plain):
+        assert_array_type(out, xp)
+        assert out.dtype == dtype
+        assert_close(out, want, rtol=1e-12 if dtype == xp.float64 else 1e-5, atol=1e-6)
+    assert grad.dtype == dtype and tuple(grad.shape) == (6, 30)
+    g64 = VG_SMOOTH(s, y, k=5, reduction=reduction)[1]
+    assert_close(grad, g64, rtol=0, atol=1e-12 if dtype == xp.float64 else 1e-6)
+
+
+def test_hard_loss_backends_agree(xp, dtype):
+    s, y = _data(6, 6, 30)
+    want = ref.topk_svm(s.astype(np.float32).astype(np.float64), y, 5, 1.0)
+    got = topkloss.topk_svm(asarray(xp, s, dtype), asarray(xp, y), k=5, reduction="none")
+    assert_array_type(got, xp)
+    assert_close(got, want, rtol=1e-12 if dtype == xp.float64 else 1e-6, atol=1e-6)
+
+
+def test_empty_batch_gives_zero_mean():
+    s, y = np.zeros((0, 5)), np.zeros((0,), dtype=np.int64)
+    assert topkloss.smooth_topk_svm(s, y, k=2) == 0.0
+    assert topkloss.smooth_topk_svm(s, y, k=2, reduction="none").shape == (0,)
+    value, grad = VG_SMOOTH(s, y, k=2)
+    assert value == 0.0 and grad.shape == (0, 5)
+
+
+# --- bad input --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(k=0), ValueError, r"k must be in \[1, 4\]"),
+        (dict(k=5), ValueError, r"k must be in \[1, 4\]"),
+        (dict(k=2.5), TypeError, "k must be an integer"),
+        (dict(tau=0.0), ValueError, "tau must be > 0"),
+        (dict(tau=-1.0), ValueError, "tau must be > 0"),
+        (dict(tau=float("nan")), ValueError, "tau must be finite"),
+        (dict(alpha="1"), TypeError, "alpha must be a real number"),
+        (dict(reduction="avg"), ValueError, "reduction must be one of"),
+    ],
+)
+def test_bad_parameters(kwargs, exc, match):
+    s, y = _data(0, 3, 5)
+    params = dict(k=2) | kwargs
+    with pytest.raises(exc, match=match):
+        topkloss.smooth_topk_svm(s, y, **params)
+
+
+def test_bad_arrays():
+    s, y = _data(0, 3, 5)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 4\]"):
+        topkloss.smooth_topk_svm(s, np.array([0, 5, 1]), k=2)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 4\]"):
+        topkloss.topk_svm(s, np.array([0, -1, 1]), k=2)
+    with pytest.raises(TypeError, match="labels must have an integer dtype"):
+        topkloss.smooth_topk_svm(s, y.astype(float), k=2)
+    with pytest.raises(ValueError, match="scores must be a 2-D array"):
+        topkloss.smooth_topk_svm(s[0], y, k=2)
+    with pytest.raises(ValueError, match="labels must be a 1-D array"):
+        topkloss.smooth_topk_svm(s, y[:, None], k=2)
+    with pytest.raises(ValueError, match="labels must have one entry per row of scores"):
+        topkloss.smooth_topk_svm(s, y[:2], k=2)
+    with pytest.raises(TypeError, match="scores must have a real floating dtype"):
+        topkloss.smooth_topk_svm(s.astype(np.int64), y, k=2)
+    with pytest.raises(TypeError, match="scores, labels must be arrays of one array library"):
+        import array_api_strict as xs
+
+        topkloss.smooth_topk_svm(xs.asarray(s), y, k=2)
+    with pytest.raises(TypeError, match="loss_fn must be a differentiable function of topkloss"):
+        topkloss.value_and_grad(np.sum)
+
+
+def test_value_checks_switch():
+    s, y = _data(0, 3, 5)
+    bad = np.array([0, 9, 1])
+    with topkloss.value_checks(False):
+        topkloss.smooth_topk_svm(s, bad, k=2)  # not checked: the caller vouches for the labels
+    with pytest.raises(ValueError, match="labels must be in"):
+        topkloss.smooth_topk_svm(s, bad, k=2)
+
+
+@pytest.mark.parametrize("label_dtype", ["int32", "int64", "uint8", "int16"])
+def test_label_dtypes(label_dtype):
+    s, y = _data(8, 4, 300)
+    want = topkloss.smooth_topk_svm(s, y % 256, k=3, reduction="none")
+    got = topkloss.smooth_topk_svm(s, (y % 256).astype(label_dtype), k=3, reduction="none")
+    np.testing.assert_array_equal(got, want)
