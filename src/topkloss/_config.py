@@ -14,9 +14,11 @@ def value_checks_enabled() -> bool:
 def set_value_checks(enabled: bool) -> bool:
     """Turn the checks that read array values (label range) on or off; returns the previous setting.
 
-    These checks run only on concrete arrays (never under ``jax.jit`` tracing or on other
-    lazy arrays). On a GPU each costs one device synchronisation per call: turn them off
-    in a training loop whose labels are known to be valid.
+    These checks read concrete arrays when the function is called; a Dask array's labels
+    are checked chunk by chunk when the result is computed; under ``jax.jit`` tracing,
+    ``torch.compile`` and ``torch.func`` transforms they are skipped. On a GPU each check
+    costs one device synchronisation per call: turn them off in a training loop whose
+    labels are known to be valid.
 
     Examples
     --------

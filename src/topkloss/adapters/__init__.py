@@ -55,6 +55,17 @@ def is_concrete(x):
     """Whether the values of ``x`` can be read now without breaking a trace or a transform.
 
     False under ``jax.jit`` tracing, ``torch.compile``, ``torch.func`` transforms and for
-    lazy arrays (Dask): value checks are skipped there.
+    lazy arrays (Dask): value checks are skipped there, or deferred (:func:`check_lazily`).
     """
     return adapter_for(x).is_concrete(x)
+
+
+def check_lazily(x, check):
+    """``x``, with ``check(chunk)`` run on its values when a lazy array (Dask) is computed.
+
+    For arrays whose values cannot be read now, this is where a value check can still run
+    without a host synchronisation; adapters without such arrays return ``x`` unchanged
+    (a traced JAX array or a compiled torch tensor goes unchecked).
+    """
+    fn = getattr(adapter_for(x), "check_lazily", None)
+    return x if fn is None else fn(x, check)

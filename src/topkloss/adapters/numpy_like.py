@@ -1,20 +1,32 @@
-"""NumPy, CuPy, array-api-strict (and any other array-API library): no autograd.
+"""NumPy, CuPy, array-api-strict, Dask (and any other array-API library): no autograd.
 
 The value is the core's forward; gradients come from ``topkloss.value_and_grad``, which
 calls the same core backward.
+
+Dask arrays are lazy: the core builds a task graph, chunk by chunk along the batch, and
+nothing is computed until ``.compute()``. array-api-compat's Dask namespace lacks
+``take_along_axis`` (array API 2024.12); :func:`namespace` hands the core a namespace
+that adds it. The label range of a Dask array is checked inside the graph, when its chunks
+are computed (:func:`check_lazily`).
 """
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace, is_lazy_array
+import functools
+import types
+
+from array_api_compat import array_namespace, is_dask_array, is_lazy_array
 
 
 def namespace(*arrays):
-    return array_namespace(*arrays)
+    xp = array_namespace(*arrays)
+    if any(is_dask_array(a) for a in arrays):
+        return _dask_namespace(xp)
+    return xp
 
 
 def apply(op, static, x, *args):
-    return op.forward(array_namespace(x), x, *args, static=static)[0]
+    return op.forward(namespace(x), x, *args, static=static)[0]
 
 
 def is_concrete(x):
@@ -25,3 +37,60 @@ def device(x):
     from array_api_compat import device as _device
 
     return _device(x)
+
+
+def check_lazily(x, check):
+    """``x`` with ``check(block)`` run on every chunk when it is computed (Dask); else ``x``.
+
+    ``check`` raises on a bad chunk, so the error surfaces at ``.compute()``, with no extra
+    pass over the data.
+    """
+    if not is_dask_array(x):
+        return x
+
+    def checked(block):
+        check(block)
+        return block
+
+    return x.map_blocks(checked, dtype=x.dtype, meta=x._meta)
+
+
+class _Namespace(types.ModuleType):
+    """A namespace module with a few functions added; the rest is looked up in ``base``."""
+
+    def __init__(self, base, **extra):
+        super().__init__(base.__name__, base.__doc__)
+        self._base = base
+        for name, fn in extra.items():
+            setattr(self, name, fn)
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)
+
+
+@functools.cache
+def _dask_namespace(base):
+    return _Namespace(base, take_along_axis=_dask_take_along_axis)
+
+
+def _dask_take_along_axis(x, indices, /, *, axis=-1):
+    """``take_along_axis`` for Dask: each chunk of ``x`` with the matching chunk of ``indices``.
+
+    Both are put in one chunk along ``axis`` (a row of scores fits in memory; the batch
+    stays chunked), then gathered block by block.
+    """
+    import dask.array as da
+
+    if x.ndim != indices.ndim:
+        raise ValueError(f"take_along_axis: x and indices need the same number of axes; got {x.ndim} and {indices.ndim}")
+    axis = axis % x.ndim
+    x = x.rechunk({axis: -1})
+    chunks = tuple(-1 if d == axis else c for d, c in enumerate(x.chunks))
+    indices = indices.rechunk(chunks)
+    block_xp = array_namespace(x._meta)
+    out_chunks = tuple(indices.shape[axis] if d == axis else c for d, c in enumerate(x.chunks))
+    out_chunks = tuple((c,) if d == axis else c for d, c in enumerate(out_chunks))
+    return da.map_blocks(
+        lambda xb, ib: block_xp.take_along_axis(xb, ib, axis=axis), x, indices, chunks=out_chunks, dtype=x.dtype,
+        meta=x._meta,
+    )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .._config import value_checks_enabled
-from ..adapters import apply, device, is_concrete, namespace
+from ..adapters import apply, check_lazily, device, is_concrete, namespace
 from ..core import validate as v
 from ..core.ops import reduce, reduction_cotangent
 
@@ -37,13 +37,24 @@ def compute_dtype(xp, x):
 
 
 def prepare_scores_labels(scores, labels, reduction):
-    """Common checks of (scores, labels, reduction); returns (xp, scores in compute dtype, labels)."""
+    """Common checks of (scores, labels, reduction); returns (xp, scores in compute dtype, labels).
+
+    The label range is read now from concrete arrays; a Dask array's is checked chunk by
+    chunk when it is computed; under tracing or transforms it is not checked.
+    """
     xp = v.namespace(namespace, scores=scores, labels=labels)
     v.check_scores(xp, scores)
-    v.check_labels(xp, labels, scores, check_values=value_checks_enabled() and is_concrete(labels))
+    checks, concrete = value_checks_enabled(), is_concrete(labels)
+    v.check_labels(xp, labels, scores, check_values=checks and concrete)
     v.check_device("scores", device(scores), labels=device(labels))
     v.check_reduction(reduction)
+    if checks and not concrete:
+        labels = check_lazily(labels, functools.partial(_check_label_chunk, n=scores.shape[1]))
     return xp, compute_dtype(xp, scores), v.as_index_dtype(xp, labels)
+
+
+def _check_label_chunk(chunk, n):
+    v.check_label_values(namespace(chunk), chunk, n)
 
 
 def finish(call, values):

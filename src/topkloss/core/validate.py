@@ -45,6 +45,12 @@ def check_scores(xp, scores, name="scores", ndim=2):
         raise ValueError(f"{name} must have at least 2 classes (columns); got shape {tuple(scores.shape)}")
 
 
+def known(size):
+    """Whether an entry of a shape is a known size (Dask writes an unknown one as NaN, the
+    array API as None)."""
+    return size is not None and not (isinstance(size, float) and math.isnan(size))
+
+
 def check_labels(xp, labels, scores, check_values=True):
     """Labels: 1-D integers of the batch size of ``scores``, each in ``[0, n)``.
 
@@ -55,16 +61,21 @@ def check_labels(xp, labels, scores, check_values=True):
         raise ValueError(f"labels must be a 1-D array of class indices; got shape {tuple(labels.shape)}")
     if not xp.isdtype(labels.dtype, "integral"):
         raise TypeError(f"labels must have an integer dtype (class indices); got {labels.dtype}")
-    if labels.shape[0] != scores.shape[0]:
+    if known(labels.shape[0]) and known(scores.shape[0]) and labels.shape[0] != scores.shape[0]:
         raise ValueError(
             f"labels must have one entry per row of scores: scores has {scores.shape[0]} rows, "
             f"labels has {labels.shape[0]} entries"
         )
-    n = scores.shape[1]
-    if check_values and labels.shape[0] > 0:
-        if bool(xp.any(labels < 0)) or bool(xp.any(labels >= n)):
-            lo, hi = int(xp.min(labels)), int(xp.max(labels))
-            raise ValueError(f"labels must be in [0, {n - 1}] (n_classes = {n}); got values in [{lo}, {hi}]")
+    if check_values:
+        check_label_values(xp, labels, scores.shape[1])
+
+
+def check_label_values(xp, labels, n):
+    """Every label in ``[0, n)``: one read of the values (one device synchronisation on GPU);
+    the observed range is computed only to word the error."""
+    if labels.shape[0] > 0 and not bool(xp.all((labels >= 0) & (labels < n))):
+        lo, hi = int(xp.min(labels)), int(xp.max(labels))
+        raise ValueError(f"labels must be in [0, {n - 1}] (n_classes = {n}); got values in [{lo}, {hi}]")
 
 
 def as_index_dtype(xp, labels):
