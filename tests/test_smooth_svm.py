@@ -224,3 +224,20 @@ def test_label_dtypes(label_dtype):
     want = topkloss.smooth_topk_svm(s, y % 256, k=3, reduction="none")
     got = topkloss.smooth_topk_svm(s, (y % 256).astype(label_dtype), k=3, reduction="none")
     np.testing.assert_array_equal(got, want)
+
+
+def test_native_top_k_delegation_agrees_with_standard_fallback(xp, monkeypatch):
+    """torch.topk / jax.lax.top_k / numpy.argpartition against the standard-only O(nk) selection."""
+    from topkloss.core import ops
+
+    s, y = _data(9, 7, 40)
+    s[0, :6] = 1.5  # ties among the top classes
+    a, b = asarray(xp, s, xp.float64), asarray(xp, y)
+    native = VG_SMOOTH(a, b, k=5, reduction="none")
+    vals, idx = ops.top_k(xp, a, 5)
+    ref_vals, ref_idx = ops.top_k_standard(xp, a, 5)
+    assert_close(vals, to_numpy(ref_vals), rtol=0)
+    monkeypatch.setattr(ops, "_native_top_k", lambda xp: None)
+    standard = VG_SMOOTH(a, b, k=5, reduction="none")
+    assert_close(native[0], to_numpy(standard[0]), rtol=1e-13)
+    assert_close(native[1], to_numpy(standard[1]), rtol=1e-10, atol=1e-15)

@@ -17,7 +17,8 @@ class Op:
     ``forward(xp, x, *args, static=...) -> (out, residuals)``
         ``args`` are arrays that are not differentiated (labels, noise, weights);
         ``static`` is a tuple of Python scalars (k, tau, ...); ``residuals`` is a
-        tuple of arrays.
+        tuple of distinct arrays, none a view of another or of ``x`` (torch.compile
+        cannot trace autograd outputs that alias each other).
     ``backward(xp, x, args, residuals, g, static=...) -> dx``
         the vector-Jacobian product: ``g`` has the shape of ``out``, ``dx`` the shape
         of ``x``.

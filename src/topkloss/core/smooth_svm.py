@@ -80,6 +80,13 @@ def _safe_log(xp, v):
     return xp.where(positive, xp.log(xp.where(positive, v, xp.ones_like(v))), xp.asarray(NEG_INF, dtype=v.dtype))
 
 
+def _log_e_w(xp, levels_w, k, zero):
+    """log e_0 .. log e_{k-1} of w (the k - 1 reciprocals of T) from its tree."""
+    if k < 2:
+        return [zero]
+    return [zero, *tree_top(xp, levels_w, k - 1, levels_w[0][0])]
+
+
 def _split(xp, s, labels, k, tau):
     """Shift, exclude the label, select T (the k-1 classes above the k-th) and build U's leaves."""
     n = s.shape[-1]
@@ -112,11 +119,12 @@ def _smooth_forward(xp, s, labels, *, static):
     log_eu = [zero, *log_eu]  # log e_0 .. log e_k
     # T: e_0..e_{k-1} of w = 1/x_T (k - 1 values in (0, 1]), always in log space
     levels_w = tree_levels(xp, log_w, k - 1) if k >= 2 else [[]]
-    log_ew = [zero, *(tree_top(xp, levels_w, k - 1, log_w) if k >= 2 else [])]
+    log_ew = _log_e_w(xp, levels_w, k, zero)
     log_n = logsumexp_list(xp, [log_ew[b] + log_eu[b + 1] for b in range(k)])
     log_d = logsumexp_list(xp, [log_ew[b] + log_eu[b] for b in range(k)])
     r = (alpha / tau + (log_n - log_d)) - z_y
-    residuals = (r, log_n, log_d, idx_t, log_w, *log_eu[1:], *flatten_levels(levels_u), *flatten_levels(levels_w))
+    # residuals must not alias each other (torch.compile): log_w and log e(U) are recomputed from the trees
+    residuals = (r, log_n, log_d, idx_t, *flatten_levels(levels_u), *flatten_levels(levels_w))
     return tau * softplus(xp, r), residuals
 
 
@@ -125,14 +133,16 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     (labels,) = args
     n = s.shape[-1]
     mode = plan_mode(n - k, k, s.dtype == xp.float64)
-    r, log_n, log_d, idx_t, log_w = residuals[:5]
-    zero = xp.zeros_like(r)
-    log_eu = [zero, *residuals[5 : 5 + k]]
-    flat = residuals[5 + k :]
+    r, log_n, log_d, idx_t = residuals[:4]
+    flat = residuals[4:]
     n_u = len(flatten_levels(tree_levels_shape(n, k)))
     levels_u = unflatten_levels(flat[:n_u], k)
     levels_w = unflatten_levels(flat[n_u:], k - 1) if k >= 2 else [[]]
-    log_ew = [zero, *(tree_top(xp, levels_w, k - 1, log_w) if k >= 2 else [])]
+    zero = xp.zeros_like(r)
+    log_w = levels_w[0][0][:, : k - 1] if k >= 2 else None
+    log_ew = _log_e_w(xp, levels_w, k, zero)
+    top_u = tree_top(xp, levels_u, k, levels_u[0][0], mode)
+    log_eu = [zero, *([_safe_log(xp, e) for e in top_u] if mode == "linear" else top_u)]
 
     # U entries: dr/dz_u = x_u sum_b e_b(U \ u) (e_b(w) / N - e_{b+1}(w) / D)
     outside = complement(xp, levels_u, k - 1, n, mode)

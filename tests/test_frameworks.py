@@ -1,0 +1,102 @@
+"""The foundation's functions under each framework's autograd and transforms.
+
+torch: loss.backward(), gradcheck (float64), torch.func.grad / vmap, torch.compile(fullgraph=True).
+JAX: grad, jit, vmap, in float32 and float64. Every gradient equals value_and_grad's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import topkloss
+from conftest import available
+
+FUNCS = {
+    "smooth_topk_svm": (topkloss.smooth_topk_svm, dict(k=3, tau=0.8, alpha=1.0)),
+    "topk_svm": (topkloss.topk_svm, dict(k=3, alpha=1.0)),
+}
+
+
+def _data(batch=5, n=9, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(batch, n)), rng.integers(0, n, size=batch)
+
+
+@pytest.mark.parametrize("name", FUNCS)
+def test_torch_backward_gradcheck_and_func(name):
+    available("torch")
+    import torch
+
+    fn, params = FUNCS[name]
+    s, y = _data()
+    want_v, want_g = topkloss.value_and_grad(fn)(s, y, **params)
+    st, yt = torch.tensor(s, requires_grad=True), torch.tensor(y)
+    out = fn(st, yt, **params)
+    out.backward()
+    np.testing.assert_allclose(out.item(), want_v, rtol=1e-13)
+    np.testing.assert_allclose(st.grad.numpy(), want_g, rtol=1e-12, atol=1e-15)
+    assert torch.autograd.gradcheck(lambda a: fn(a, yt, reduction="none", **params), (st.detach().requires_grad_(),))
+    g = torch.func.grad(lambda a: fn(a, yt, **params))(st.detach())
+    np.testing.assert_allclose(g.numpy(), want_g, rtol=1e-12, atol=1e-15)
+    per_row = torch.func.vmap(torch.func.grad(lambda a, b: fn(a[None], b[None], **params)))(st.detach(), yt)
+    np.testing.assert_allclose(per_row.numpy() / len(y), want_g, rtol=1e-12, atol=1e-15)
+
+
+def test_torch_log_esf_gradcheck_and_vmap():
+    available("torch")
+    import torch
+
+    x = torch.tensor(np.random.default_rng(1).normal(size=(3, 7)), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: topkloss.log_esf(a, 4), (x,))
+    batched = torch.func.vmap(lambda a: topkloss.log_esf(a, 3))(x.detach())
+    torch.testing.assert_close(batched, topkloss.log_esf(x.detach(), 3))
+
+
+def test_torch_compile_fullgraph():
+    available("torch")
+    import torch
+
+    fn, params = FUNCS["smooth_topk_svm"]
+    s, y = _data(seed=2)
+    want_v, want_g = topkloss.value_and_grad(fn)(s.astype(np.float32), y, **params)
+    compiled = torch.compile(lambda a, b: fn(a, b, **params), fullgraph=True)
+    st = torch.tensor(s, dtype=torch.float32, requires_grad=True)
+    out = compiled(st, torch.tensor(y))
+    out.backward()
+    np.testing.assert_allclose(out.item(), want_v, rtol=1e-5)
+    np.testing.assert_allclose(st.grad.numpy(), want_g, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", FUNCS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_jax_grad_jit_vmap(name, dtype):
+    available("jax")
+    import jax
+    import jax.numpy as jnp
+
+    fn, params = FUNCS[name]
+    s, y = _data(seed=3)
+    s = s.astype(dtype)
+    want_v, want_g = topkloss.value_and_grad(fn)(s, y, **params)
+    sj, yj = jnp.asarray(s), jnp.asarray(y)
+    rtol = 1e-12 if dtype == "float64" else 1e-5
+    f = lambda a, b: fn(a, b, **params)  # noqa: E731
+    for vg in (jax.value_and_grad(f), jax.jit(jax.value_and_grad(f))):
+        v, g = vg(sj, yj)
+        assert v.dtype == jnp.dtype(dtype) and g.dtype == jnp.dtype(dtype)
+        np.testing.assert_allclose(float(v), want_v, rtol=rtol)
+        np.testing.assert_allclose(np.asarray(g), want_g, rtol=rtol, atol=rtol * 1e-2)
+    per_row = jax.jit(jax.vmap(jax.grad(lambda a, b: fn(a[None], b[None], **params))))(sj, yj)
+    np.testing.assert_allclose(np.asarray(per_row) / len(y), want_g, rtol=rtol, atol=rtol * 1e-2)
+
+
+def test_jax_log_esf_jit_grad():
+    available("jax")
+    import jax
+    import jax.numpy as jnp
+
+    x = np.random.default_rng(4).normal(size=(3, 6))
+    _, want = topkloss.value_and_grad(topkloss.log_esf)(x, 3)
+    got = jax.jit(jax.grad(lambda a: jnp.sum(topkloss.log_esf(a, 3))))(jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12)
