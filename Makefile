@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: demo test docs bench clean
+.PHONY: demo test docs docs-serve docs-plots bench bench-docs clean
 
 $(VENV)/.installed-base: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,22 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/bench_losses.py
+
+# The documentation site (also built, strictly, by tests/test_docs.py in `make test`).
+docs: $(VENV)/.installed-test
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(VENV)/.installed-test
+	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+
+# Regenerate the figures and the numbers of the docs (commit the results).
+docs-plots: $(VENV)/.installed-test
+	$(PY) docs/scripts/plot_losses.py
+	$(PY) docs/scripts/numerics.py
+
+# Rerun the benchmark and rewrite docs/benchmarks/cpu.md and docs/img/bench_cpu.png.
+bench-docs: $(VENV)/.installed-test
+	$(PY) docs/scripts/bench_docs.py
 
 clean:
 	rm -rf $(VENV) site build dist

@@ -1,0 +1,134 @@
+"""Regenerate the benchmark table and plot of the docs' Benchmarks page (``make bench-docs``).
+
+Runs ``benchmarks/bench_losses.py --markdown`` and writes
+
+- ``docs/benchmarks/<name>.md``: the machine, the command, then the table exactly as the
+  benchmark script printed it (the Benchmarks page includes this file);
+- ``docs/img/bench_<name>.png``: the ratio of each loss's time to the same backend's
+  cross-entropy, per problem size.
+
+Usage (from the repository root)::
+
+    python docs/scripts/bench_docs.py                      # CPU, --repeat 5
+    python docs/scripts/bench_docs.py --name gpu --machine "NVIDIA H100" -- --backends torch,jax
+    python docs/scripts/bench_docs.py --from saved.txt     # re-render a saved run's output
+
+Arguments after ``--`` go to ``benchmarks/bench_losses.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "benchmarks" / "bench_losses.py"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``platform.processor()`` is empty on most Linux systems)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def parse_table(text: str):
+    """Rows of the Markdown table printed by ``bench_losses.py --markdown``, as dicts."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = []
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows.append(dict(zip(head, cells)))
+    return rows
+
+
+def plot(rows, path: Path, title: str) -> None:
+    """One panel per backend; in each, bars of the ratio to cross-entropy per loss and size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    losses = list(dict.fromkeys(r["loss"] for r in rows))
+    sizes = sorted({(int(r["batch"]), int(r["n"])) for r in rows}, key=lambda s: (s[1], s[0]))
+    ratio = {(r["backend"], r["loss"], int(r["batch"]), int(r["n"])): float(r["ratio to CE"].rstrip("x")) for r in rows}
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    width = 0.8 / max(1, len(losses))
+    fig, axes = plt.subplots(1, len(backends), figsize=(3.6 * len(backends), 3.8), dpi=110, sharey=True, squeeze=False)
+    for ax, backend in zip(axes[0], backends):
+        for i, loss in enumerate(losses):
+            xs = [j - 0.4 + width * (i + 0.5) for j, size in enumerate(sizes) if (backend, loss, *size) in ratio]
+            ys = [ratio[(backend, loss, *size)] for size in sizes if (backend, loss, *size) in ratio]
+            ax.bar(xs, ys, width=width, color=colors[i % len(colors)], label=loss)
+        ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(sizes)), [f"{b}x{n}" for b, n in sizes], fontsize=8)
+        ax.set_xlabel("batch x n", fontsize=9)
+        ax.set_title(backend, fontsize=10)
+        ax.grid(axis="y", which="both", alpha=0.3)
+    axes[0][0].set_ylabel("time / cross-entropy time")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(losses), 5), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--name", default="cpu", help="output names: docs/benchmarks/NAME.md, docs/img/bench_NAME.png")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--machine", default=None, help="how to name the machine (default: the CPU model)")
+    p.add_argument("--from", dest="from_file", default=None, help="use a saved output of bench_losses.py --markdown")
+    p.add_argument("--plot-only", action="store_true", help="only redraw the plot from docs/benchmarks/NAME.md")
+    a = p.parse_args(argv)
+
+    md = ROOT / "docs" / "benchmarks" / f"{a.name}.md"
+    png = ROOT / "docs" / "img" / f"bench_{a.name}.png"
+    if a.plot_only:
+        text = md.read_text()
+        machine = a.machine or text.split("**Machine:** ", 1)[1].split(". **Run:**", 1)[0]
+        plot(parse_table(text), png, f"forward + backward time relative to cross-entropy ({machine})")
+        print(f"wrote {png.relative_to(ROOT)}")
+        return
+
+    command = ["benchmarks/bench_losses.py", "--markdown", "--repeat", str(a.repeat), *extra]
+    if a.from_file:
+        output = Path(a.from_file).read_text()
+        shown = f"python {' '.join(command)}  (output saved and rendered with --from)"
+    else:
+        output = subprocess.run(
+            [sys.executable, *command], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout
+        shown = f"python {' '.join(command)}"
+    header = [line[1:].strip() for line in output.splitlines() if line.startswith("#")]
+    table = "\n".join(line for line in output.splitlines() if line.startswith("|"))
+    machine = a.machine or f"{cpu_model()}, {os.cpu_count()} CPU cores"
+    date = datetime.date.today().isoformat()
+
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text(
+        f"**Machine:** {machine}. **Run:** {date}, `{shown}`.  \n"
+        f"**Script header:** {'; '.join(header)}\n\n{table}\n"
+    )
+    plot(parse_table(table), png, f"forward + backward time relative to cross-entropy ({machine})")
+    print(f"wrote {md.relative_to(ROOT)} and {png.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
