@@ -24,6 +24,9 @@ import topkloss
 LOSSES = {
     "smooth_topk_svm": (topkloss.smooth_topk_svm, dict(k=5, tau=1.0, alpha=1.0)),
     "topk_svm": (topkloss.topk_svm, dict(k=5, alpha=1.0)),
+    "topk_hinge": (topkloss.topk_hinge, dict(k=5, margin=1.0)),
+    "noised_topk_hinge_5": (topkloss.noised_topk_hinge, dict(k=5, epsilon=1.0, n_samples=5, seed=0)),
+    "noised_topk_hinge_10": (topkloss.noised_topk_hinge, dict(k=5, epsilon=1.0, n_samples=10, seed=0)),
 }
 
 DEFAULT_SIZES = "256x100,256x1000,256x10000"

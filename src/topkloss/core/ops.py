@@ -112,9 +112,16 @@ def reduction_cotangent(xp, values, reduction):
     return g
 
 
+_NUMPY_LIKE = ("numpy", "array_api_compat.numpy", "cupy", "array_api_compat.cupy")
+"""Names of the namespaces whose arrays have NumPy's ``partition`` / ``argpartition``."""
+
+
 def kth_largest(xp, x, k):
     """The ``k``-th largest entry of each row of a 2-D ``x`` (counted with multiplicity), shape
     ``(batch, 1)``: a value, so it does not depend on how a backend orders ties."""
+    if getattr(xp, "__name__", "") in _NUMPY_LIKE:  # values only: one O(n) partition, 3-7x faster
+        n = x.shape[-1]
+        return xp.partition(x, n - k, axis=-1)[:, n - k : n - k + 1]
     # the min of the top k, not a slice of it: XLA rewrites top_k followed by a slice into a
     # full sort (150x slower on CPU)
     return xp.min(top_k(xp, x, k)[0], axis=-1, keepdims=True)
@@ -157,7 +164,7 @@ def _native_top_k(xp):
     if name == "jax.numpy":
         lax = sys.modules["jax"].lax
         return lambda x, k: lax.top_k(x, k)
-    if name in ("numpy", "array_api_compat.numpy", "cupy", "array_api_compat.cupy"):
+    if name in _NUMPY_LIKE:
 
         def top_k(x, k):
             idx = xp.argpartition(-x, k - 1, axis=-1)[..., :k]

@@ -116,3 +116,25 @@ def check_reduction(reduction):
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
     return reduction
+
+
+def check_shape(arr, name, shape, meaning):
+    """``arr.shape == shape``; ``meaning`` names the axes, e.g. ``"(batch, n_samples, n)"``."""
+    got = tuple(getattr(arr, "shape", ()))
+    if got != tuple(shape):
+        raise ValueError(f"{name} must have shape {meaning} = {tuple(shape)}; got {got}")
+    return arr
+
+
+def check_real_array(xp, arr, name):
+    """An array with a real (floating or integer) dtype."""
+    if not (xp.isdtype(arr.dtype, "real floating") or xp.isdtype(arr.dtype, "integral")):
+        raise TypeError(f"{name} must have a real dtype; got {arr.dtype}")
+    return arr
+
+
+def check_positive_values(xp, arr, name, check_values=True):
+    """Every entry of ``arr`` is > 0 (NaN fails); read only if ``check_values``."""
+    if check_values and 0 not in arr.shape and not bool(xp.all(arr > 0)):
+        raise ValueError(f"{name} must be positive; got values in [{float(xp.min(arr))}, {float(xp.max(arr))}]")
+    return arr

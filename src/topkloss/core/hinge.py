@@ -1,0 +1,85 @@
+r"""Top-K calibrated hinge (Yang & Koyejo 2020) and its noised smoothing (Garcin et al., ICML 2022).
+
+With :math:`s_{[j]}` the j-th largest entry of the FULL row (label included), :math:`m_y`
+the margin of the label's class and ``scale`` a positive factor,
+
+.. math::
+    \ell_k(s, y) = \mathrm{scale}\cdot\max\big(0,\ m_y + s_{[k+1]} - s_y\big).
+
+The noised loss replaces :math:`s_{[k+1]}` by the mean over ``S`` draws of the
+(k+1)-th largest entry of :math:`s + \varepsilon Z_b`, :math:`Z_b \sim N(0, I_n)` given
+as ``noise`` of shape ``(batch, S, n)``. It is computed from :math:`d = s - s_y` (the label's
+entry is exactly 0), so a common offset of the row costs no precision in float32:
+
+.. math::
+    \ell_{k,\varepsilon}(s, y) = \mathrm{scale}\cdot\max\Big(0,\ m_y
+        + \frac1S\sum_b (d + \varepsilon Z_b)_{[k+1]}\Big).
+
+Subgradient where the hinge is active (:math:`m_y + \dots > 0`, else 0):
+:math:`\mathrm{scale}\,(w - e_y)` with :math:`w = \frac1S \sum_b w_b`, where :math:`w_b`
+is the one-hot of the class at the (k+1)-th largest entry of draw ``b``. When several
+classes tie at that value (probability 0 with noise), they share the unit weight
+equally: a point of the Clarke subdifferential that does not depend on how a backend
+orders ties, so native selection (``torch.topk``, ``partition``) and the standard sort
+give identical results. A row whose label is itself the (k+1)-th largest has
+:math:`w = e_y`: loss :math:`m_y\cdot\mathrm{scale}` and gradient 0. Rows of the gradient
+sum to 0. The hard loss is the noised one with :math:`\varepsilon = 0` and ``S = 1``.
+
+``static`` holds ``(k, margin, scale)`` (hard) or ``(k, epsilon, margin, scale)``
+(noised); ``margin`` is ``None`` when a per-class margin array follows the labels (and
+the noise) in ``args``.
+"""
+
+from __future__ import annotations
+
+from .op import Op
+from .ops import full_like_shape, kth_largest, onehot, pick
+
+__all__ = ["TOPK_HINGE", "NOISED_TOPK_HINGE"]
+
+
+def _selected(xp, p, j):
+    """The j-th largest entry of ``p`` along the last axis (shape ``p.shape[:-1]``) and the
+    weights ``w`` of the classes that hold it (shape of ``p``; ties share the unit weight)."""
+    v = xp.reshape(kth_largest(xp, xp.reshape(p, (-1, p.shape[-1])), j), (*p.shape[:-1], 1))
+    hit = p == v
+    zero = full_like_shape(xp, (), 0.0, p)
+    count = xp.sum(xp.where(hit, zero + 1, zero), axis=-1, keepdims=True)
+    return v[..., 0], xp.where(hit, 1 / xp.maximum(count, zero + 1), zero)
+
+
+def _hinge(xp, gap, w, s, labels, margins, margin, scale):
+    """Per-sample loss ``scale * max(0, m_y + gap)`` and the residual ``d loss / d s``."""
+    mask = onehot(xp, labels, s.shape[-1], s)
+    m = margin if margin is not None else xp.take(margins[0], labels, axis=0)
+    arg = m + gap
+    active = arg > 0
+    zero = xp.zeros_like(arg)
+    loss = scale * xp.where(active, arg, zero)
+    d = xp.where(mask, w - 1, w)
+    d = xp.where(active[:, None], scale * d, xp.zeros_like(d))
+    return loss, (d,)
+
+
+def _hard_forward(xp, s, labels, *margins, static):
+    k, margin, scale = static
+    s_y = pick(xp, s, onehot(xp, labels, s.shape[-1], s))
+    v, w = _selected(xp, s, k + 1)
+    return _hinge(xp, v - s_y, w, s, labels, margins, margin, scale)
+
+
+def _noised_forward(xp, s, labels, noise, *margins, static):
+    k, epsilon, margin, scale = static
+    s_y = pick(xp, s, onehot(xp, labels, s.shape[-1], s))
+    p = (s - s_y[:, None])[:, None, :] + epsilon * noise
+    v, w = _selected(xp, p, k + 1)
+    return _hinge(xp, xp.mean(v, axis=-1), xp.mean(w, axis=-2), s, labels, margins, margin, scale)
+
+
+def _backward(xp, s, args, residuals, g, *, static):
+    (d,) = residuals
+    return g[:, None] * d
+
+
+TOPK_HINGE = Op("topk_hinge", _hard_forward, _backward)
+NOISED_TOPK_HINGE = Op("noised_topk_hinge", _noised_forward, _backward)
