@@ -27,6 +27,7 @@ LOSSES = {
     "topk_hinge": (topkloss.topk_hinge, dict(k=5, margin=1.0)),
     "noised_topk_hinge_5": (topkloss.noised_topk_hinge, dict(k=5, epsilon=1.0, n_samples=5, seed=0)),
     "noised_topk_hinge_10": (topkloss.noised_topk_hinge, dict(k=5, epsilon=1.0, n_samples=10, seed=0)),
+    "topk_transition": (topkloss.topk_transition, dict(k=5, weight="adaptive")),
 }
 
 DEFAULT_SIZES = "256x100,256x1000,256x10000"

@@ -118,6 +118,43 @@ def check_reduction(reduction):
     return reduction
 
 
+def check_choice(value, name, choices):
+    """``value`` is one of ``choices`` (strings)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}; got {value!r}")
+    return value
+
+
+def check_fraction(value, name):
+    """A real number in [0, 1]."""
+    value = check_real(value, name)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1]; got {value}")
+    return value
+
+
+def check_per_sample(xp, arr, name, scores, check_values=True, interval=None):
+    """A real array of shape ``()`` or ``(batch,)`` (one value per row of ``scores``).
+
+    With ``interval=(lo, hi)`` its values must lie in ``[lo, hi]`` (NaN fails); read only if
+    ``check_values`` (concrete arrays, value checks on).
+    """
+    batch = scores.shape[0]
+    if getattr(arr, "ndim", None) not in (0, 1) or (arr.ndim == 1 and arr.shape[0] != batch):
+        raise ValueError(
+            f"{name} must be a number or an array of shape () or ({batch},) (one value per row of scores); "
+            f"got shape {tuple(arr.shape)}"
+        )
+    check_real_array(xp, arr, name)
+    if check_values and interval is not None and batch > 0:
+        lo, hi = interval
+        if not bool(xp.all((arr >= lo) & (arr <= hi))):
+            raise ValueError(
+                f"{name} must be in [{lo}, {hi}]; got values in [{float(xp.min(arr))}, {float(xp.max(arr))}]"
+            )
+    return arr
+
+
 def check_shape(arr, name, shape, meaning):
     """``arr.shape == shape``; ``meaning`` names the axes, e.g. ``"(batch, n_samples, n)"``."""
     got = tuple(getattr(arr, "shape", ()))

@@ -1,0 +1,76 @@
+r"""Top-k transition loss (after Sawada, Kaneko, Sagi 2020): forward and backward.
+
+SPEC's reading of the paper's abstract (its full text is not available). With
+:math:`p = \mathrm{softmax}(s)`, :math:`T_k` the indices of the ``k`` largest scores of the
+row (ties towards the lowest index; no gradient through the choice) and
+:math:`P_T = \sum_{j \in T_k} p_j`,
+
+.. math::
+    \ell_{\mathrm{group}} = \begin{cases} -\log P_T & y \in T_k \\ -\log p_y & y \notin T_k
+    \end{cases},\qquad
+    \ell = (1 - \lambda)\,\mathrm{CE} + \lambda\,\ell_{\mathrm{group}},
+
+with :math:`\lambda` a constant, one value per row, or :math:`P_T` itself ("adaptive", no
+gradient through it). Computed from :math:`e = \exp(s - \max s)` with the sums
+:math:`S_T = \sum_{T_k} e \ge 1` and :math:`S_{\bar T}` over the other classes:
+:math:`\mathrm{CE} = \log(S_T + S_{\bar T}) - (s_y - \max s)`,
+:math:`-\log P_T = \mathrm{log1p}(S_{\bar T}/S_T)` (no cancellation when :math:`P_T \to 1`).
+
+Gradient (rows sum to 0): :math:`\partial \ell / \partial s = p - q`, where
+:math:`q = e_y` if :math:`y \notin T_k`, else
+:math:`q = (1-\lambda)\,e_y + \lambda\,[j \in T_k]\, e_j / S_T`.
+"""
+
+from __future__ import annotations
+
+from .op import Op
+from .ops import onehot, take_rows, top_k_values, topk_mask
+
+__all__ = ["TOPK_TRANSITION", "WEIGHT_KINDS"]
+
+WEIGHT_KINDS = ("adaptive", "fixed", "array")
+"""``static[1]``: λ = the mass of T_k; λ = ``static[2]`` (a float); λ = the extra array argument."""
+
+
+def _weights(xp, kind, value, args, s_top, s_out, total):
+    """(λ, 1 - λ), one value per row."""
+    if kind == "adaptive":
+        return s_top / total, s_out / total
+    lam = xp.zeros_like(total) + value if kind == "fixed" else args[1]
+    return lam, 1 - lam
+
+
+def _forward(xp, s, *args, static):
+    k, kind, value = static
+    labels = args[0]
+    values = top_k_values(xp, s, k)  # the scores of T_k
+    m = xp.max(values, axis=-1, keepdims=True)  # the row maximum (a slice would make XLA sort)
+    top = topk_mask(xp, s, k, values=values)
+    e = xp.exp(s - m)
+    s_top = xp.sum(xp.exp(values - m), axis=-1)
+    s_out = xp.sum(xp.where(top, 0.0, e), axis=-1)
+    total = s_top + s_out
+    ce = xp.log(total) - (take_rows(xp, s, labels) - m[:, 0])
+    inside = take_rows(xp, top, labels)
+    grouped = xp.where(inside, xp.log1p(s_out / s_top), ce)
+    lam, rest = _weights(xp, kind, value, args, s_top, s_out, total)
+    return rest * ce + lam * grouped, (e, top, s_top, s_out, inside)
+
+
+def _backward(xp, s, args, residuals, g, *, static):
+    k, kind, value = static
+    e, top, s_top, s_out, inside = residuals
+    total = s_top + s_out
+    lam, rest = _weights(xp, kind, value, args, s_top, s_out, total)
+    # d loss / d s = e * (1/total - [j in T] λ'/S_T) - [j = y] (1 - λ'), with λ' = λ on rows
+    # whose label is in T_k and 0 elsewhere. On T: 1/total - λ'/S_T, written without the
+    # cancellation of two near-equal terms when P_T -> 1 (exactly 0 for the adaptive λ).
+    lam_in = xp.where(inside, lam, 0.0)
+    rest_in = xp.where(inside, rest, 1.0)
+    a = g / total
+    b = g * (rest_in * s_top - lam_in * s_out) / (total * s_top)
+    y = onehot(xp, args[0], s.shape[-1], s)
+    return e * xp.where(top, b[:, None], a[:, None]) - xp.where(y, (g * rest_in)[:, None], 0.0)
+
+
+TOPK_TRANSITION = Op("topk_transition", _forward, _backward)
