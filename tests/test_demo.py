@@ -12,6 +12,7 @@ import pytest
 
 from topkloss.__main__ import main
 from topkloss.demo import data as D
+from topkloss.demo import report
 from topkloss.demo.experiment import LOSSES, Budget, batch_indices, run_one
 
 pytest.importorskip("tqdm")
@@ -42,6 +43,7 @@ def test_quick_run_writes_table_and_plot(tmp_path):
         assert float(r["top5_mean"]) > 0.1  # well above chance (0.05): the model learned something
     assert doc["quick"] and doc["backend"] == "torch" and len(doc["runs"]) == 8
     assert doc["summary"][0]["seeds"] == 1
+    assert rows[1]["top5_vs_ce_mean"] and float(rows[0]["top5_vs_ce_mean"]) == 0.0
 
 
 # --- the synthetic data set and the noise protocol ---------------------------------------
@@ -113,6 +115,19 @@ def test_runs_are_reproducible_and_backends_train_the_same_model():
     t, j = (run_one(m.Trainer, d, "cross_entropy", 0.4, 5, budget) for m in (torch_backend, jax_backend))
     # same data, init, batches and optimizer: the same model up to float32 rounding
     assert abs(t["top5"] - j["top5"]) <= 0.02 and abs(t["top1"] - j["top1"]) <= 0.02
+
+
+def test_summary_pairs_each_loss_with_cross_entropy_of_the_same_seed():
+    runs = [{"loss": loss, "noise": 0.2, "seed": seed, "top1": 0.1 * seed, "top5": 0.5 + 0.1 * seed + gain}
+            for seed in (0, 1, 2) for loss, gain in (("cross_entropy", 0.0), ("smooth_topk_svm", 0.04))]
+    rows = report.summarize(runs, ["cross_entropy", "smooth_topk_svm"], [0.2])
+    ce, svm = rows
+    assert ce["seeds"] == 3 and ce["top5_mean"] == pytest.approx(0.6) and ce["top5_std"] == pytest.approx(0.1)
+    assert svm["top5_vs_ce_mean"] == pytest.approx(0.04) and svm["top5_vs_ce_std"] == pytest.approx(0, abs=1e-12)
+    table = report.format_table(rows)
+    assert "| 0.2     | smooth_topk_svm | 10.0 ± 10.0 | 64.0 ± 10.0 | +4.0 ± 0.0" in table
+    no_ce = report.summarize([r for r in runs if r["loss"] != "cross_entropy"], ["smooth_topk_svm"], [0.2])
+    assert no_ce[0]["top5_vs_ce_mean"] is None and "vs CE" not in report.format_table(no_ce)
 
 
 # --- --dataset, and errors ------------------------------------------------------------------

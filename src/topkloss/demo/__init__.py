@@ -93,26 +93,7 @@ def _missing_modules(backend):
 
 
 def run(args):
-    parser = args.demo_parser
-    missing = _missing_modules(args.backend)
-    if missing:
-        hint = "pip install jax optax tqdm matplotlib" if args.backend == "jax" else "pip install 'topkloss[demo]'"
-        parser.error(f"--backend {args.backend} needs {', '.join(missing)}, which is not installed: {hint}")
-    opts = _options(args)
-    for loss in opts["losses"]:
-        if loss != "cross_entropy":
-            try:
-                topk_loss(loss)
-            except RuntimeError as exc:
-                parser.error(str(exc))
-    if args.dataset is not None:
-        try:
-            load_npz(args.dataset, seed=0)
-        except ValueError as exc:
-            parser.error(str(exc))
-
-    from tqdm import tqdm
-
+    opts = _checked_options(args)
     from . import report
 
     if args.backend == "jax":
@@ -121,37 +102,61 @@ def run(args):
         from . import train_torch as backend
 
     budget = replace(Budget(), epochs=opts["epochs"])
-    seeds = range(opts["seeds"])
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     print(_describe(args, opts, budget), flush=True)
-    runs = []
     start = time.perf_counter()
-    total = len(seeds) * len(opts["noise"]) * len(opts["losses"])
-    bar = tqdm(total=total, unit="run", desc=f"training ({args.backend})", dynamic_ncols=True)
-    with backend.session(), bar:
-        for seed in seeds:
+    with backend.session():
+        runs, data = _train_all(args, opts, budget, backend.Trainer)
+    elapsed = time.perf_counter() - start
+    rows = report.summarize(runs, opts["losses"], opts["noise"])
+    print("\nClean-test accuracy, mean ± std over seeds (top-5 vs CE: paired difference to "
+          "cross-entropy trained on the same seed):")
+    print(report.format_table(rows))
+    paths = {"csv": args.out / "results.csv", "json": args.out / "results.json", "png": args.out / "top5_vs_noise.png"}
+    report.write_csv(rows, paths["csv"])
+    report.write_json(_document(args, opts, budget, data, runs, rows, elapsed), paths["json"])
+    title = f"{data.name} data, {opts['seeds']} seed(s), {budget.epochs} epochs, {args.backend}"
+    report.plot(rows, opts["losses"], paths["png"], title)
+    print(f"\n{len(runs)} runs in {elapsed:.0f} s. Wrote {paths['csv']}, {paths['json']}, {paths['png']}")
+    if args.quick:
+        print("(--quick is a smoke run: too short to compare the losses.)")
+    return 0
+
+
+def _checked_options(args):
+    """The run's settings, after every check that can fail before training (argparse-style errors)."""
+    parser = args.demo_parser
+    missing = _missing_modules(args.backend)
+    if missing:
+        hint = "pip install jax optax tqdm matplotlib" if args.backend == "jax" else "pip install 'topkloss[demo]'"
+        parser.error(f"--backend {args.backend} needs {', '.join(missing)}, which is not installed: {hint}")
+    opts = _options(args)
+    try:
+        for loss in opts["losses"]:
+            if loss != "cross_entropy":
+                topk_loss(loss)
+        if args.dataset is not None:
+            load_npz(args.dataset, seed=0)
+    except (RuntimeError, ValueError) as exc:
+        parser.error(str(exc))
+    return opts
+
+
+def _train_all(args, opts, budget, trainer):
+    """Every (seed, noise, loss) run, behind a progress bar; returns the runs and the last data set."""
+    from tqdm import tqdm
+
+    runs = []
+    total = opts["seeds"] * len(opts["noise"]) * len(opts["losses"])
+    with tqdm(total=total, unit="run", desc=f"training ({args.backend})", dynamic_ncols=True) as bar:
+        for seed in range(opts["seeds"]):
             data = _dataset(args, seed).standardized()
             for noise in opts["noise"]:
                 for loss in opts["losses"]:
                     bar.set_postfix_str(f"{loss} p={noise:g} seed={seed}")
-                    runs.append(run_one(backend.Trainer, data, loss, noise, seed, budget))
+                    runs.append(run_one(trainer, data, loss, noise, seed, budget))
                     bar.update()
-    elapsed = time.perf_counter() - start
-    rows = report.summarize(runs, opts["losses"], opts["noise"])
-    table = report.format_table(rows)
-    print()
-    print("Clean-test accuracy, mean ± std over seeds:")
-    print(table)
-    paths = {"csv": out / "results.csv", "json": out / "results.json", "png": out / "top5_vs_noise.png"}
-    report.write_csv(rows, paths["csv"])
-    report.write_json(_document(args, opts, budget, data, runs, rows, elapsed), paths["json"])
-    title = f"{data.name} data, {len(seeds)} seed(s), {budget.epochs} epochs, {args.backend}"
-    report.plot(rows, opts["losses"], paths["png"], title)
-    print(f"\n{total} runs in {elapsed:.0f} s. Wrote {paths['csv']}, {paths['json']}, {paths['png']}")
-    if args.quick:
-        print("(--quick is a smoke run: too short to compare the losses.)")
-    return 0
+    return runs, data
 
 
 def _dataset(args, seed):

@@ -8,22 +8,36 @@ from pathlib import Path
 
 import numpy as np
 
-COLUMNS = ("loss", "noise", "seeds", "top1_mean", "top1_std", "top5_mean", "top5_std")
+BASELINE = "cross_entropy"
+COLUMNS = ("loss", "noise", "seeds", "top1_mean", "top1_std", "top5_mean", "top5_std", "top5_vs_ce_mean", "top5_vs_ce_std")
+
+
+def _mean_std(values):
+    """Mean and sample std (ddof=1; 0 for a single value)."""
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
 
 
 def summarize(runs, losses, noises):
-    """One row per (noise, loss): mean and sample std (ddof=1; 0 for one seed) over seeds."""
+    """One row per (noise, loss): accuracies, mean and std over seeds.
+
+    ``top5_vs_ce`` is the paired difference of top-5 accuracy to cross-entropy trained on the
+    same seed (same data, noisy labels, init and batches), mean and std over seeds; None when
+    cross-entropy was not run.
+    """
     rows = []
-    for noise in noises:
+    for noise in map(float, noises):
+        here = [r for r in runs if r["noise"] == noise]
+        baseline = {r["seed"]: r["top5"] for r in here if r["loss"] == BASELINE}
         for loss in losses:
-            mine = [r for r in runs if r["loss"] == loss and r["noise"] == float(noise)]
+            mine = [r for r in here if r["loss"] == loss]
             if not mine:
                 continue
-            row = {"loss": loss, "noise": float(noise), "seeds": len(mine)}
+            row = {"loss": loss, "noise": noise, "seeds": len(mine)}
             for metric in ("top1", "top5"):
-                values = np.array([r[metric] for r in mine])
-                row[f"{metric}_mean"] = float(values.mean())
-                row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+                row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std([r[metric] for r in mine])
+            paired = [r["top5"] - baseline[r["seed"]] for r in mine if r["seed"] in baseline]
+            row["top5_vs_ce_mean"], row["top5_vs_ce_std"] = _mean_std(paired) if paired else (None, None)
             rows.append(row)
     return rows
 
@@ -31,11 +45,19 @@ def summarize(runs, losses, noises):
 def format_table(rows):
     """A Markdown table of accuracies in percent, mean ± std over seeds."""
 
-    def pct(row, metric):
-        return f"{100 * row[metric + '_mean']:.1f} ± {100 * row[metric + '_std']:.1f}"
+    def pct(row, metric, signed=""):
+        if row[metric + "_mean"] is None:
+            return "n/a"
+        return f"{100 * row[metric + '_mean']:{signed}.1f} ± {100 * row[metric + '_std']:.1f}"
 
-    header = ["noise p", "loss", "top-1 (%)", "top-5 (%)"]
-    body = [[f"{r['noise']:.2g}", r["loss"], pct(r, "top1"), pct(r, "top5")] for r in rows]
+    header = ["noise p", "loss", "top-1 (%)", "top-5 (%)", "top-5 vs CE (points)"]
+    body = [
+        [f"{r['noise']:.2g}", r["loss"], pct(r, "top1"), pct(r, "top5"),
+         "(baseline)" if r["loss"] == BASELINE else pct(r, "top5_vs_ce", "+")]
+        for r in rows
+    ]
+    if all(r["top5_vs_ce_mean"] is None for r in rows):
+        header, body = header[:-1], [cells[:-1] for cells in body]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def line(cells):
