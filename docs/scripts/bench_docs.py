@@ -96,13 +96,14 @@ def main(argv=None) -> None:
     p.add_argument("--machine", default=None, help="how to name the machine (default: the CPU model)")
     p.add_argument("--from", dest="from_file", default=None, help="use a saved output of bench_losses.py --markdown")
     p.add_argument("--plot-only", action="store_true", help="only redraw the plot from docs/benchmarks/NAME.md")
+    p.add_argument("--note", default=None, help="a sentence shown with the table (conditions of the run)")
     a = p.parse_args(argv)
 
     md = ROOT / "docs" / "benchmarks" / f"{a.name}.md"
     png = ROOT / "docs" / "img" / f"bench_{a.name}.png"
     if a.plot_only:
         text = md.read_text()
-        machine = a.machine or text.split("**Machine:** ", 1)[1].split(". **Run:**", 1)[0]
+        machine = a.machine or text.split("**Machine:** ", 1)[1].split("\n", 1)[0]
         plot(parse_table(text), png, f"forward + backward time relative to cross-entropy ({machine})")
         print(f"wrote {png.relative_to(ROOT)}")
         return
@@ -122,9 +123,11 @@ def main(argv=None) -> None:
     date = datetime.date.today().isoformat()
 
     md.parent.mkdir(parents=True, exist_ok=True)
+    note = f"- **Note:** {a.note}\n" if a.note else ""
     md.write_text(
-        f"**Machine:** {machine}. **Run:** {date}, `{shown}`.  \n"
-        f"**Script header:** {'; '.join(header)}\n\n{table}\n"
+        f"- **Machine:** {machine}\n"
+        f"- **Run:** {date}; the script's header: {'; '.join(header)}\n"
+        f"- **Command:** `{shown}`\n{note}\n{table}\n"
     )
     plot(parse_table(table), png, f"forward + backward time relative to cross-entropy ({machine})")
     print(f"wrote {md.relative_to(ROOT)} and {png.relative_to(ROOT)}")
