@@ -9,6 +9,8 @@ understand:
 - ``:math:`x``` becomes ``$x$`` (inline math);
 - a ``.. math::`` directive (its first line and the indented lines below it) becomes a
   ``$$ ... $$`` block;
+- ``x : array, shape (n,)`` in a parameter list becomes ``x : array of shape (n,)`` (the
+  former would be shown as the tuple ``(array, shape(n,))``);
 - ``:func:`name``` (and ``:class:``, ``:meth:``, ``:attr:``, ``:mod:``, ``:data:``,
   ``:obj:``, ``:exc:``) becomes a cross-reference ``[`name`][topkloss.name]``; a dotted
   name outside topkloss (``sklearn.metrics.top_k_accuracy_score``) becomes inline code, as
@@ -64,8 +66,14 @@ def _xref(match: re.Match) -> str:
     return f"[`{name.rsplit('.', 1)[-1]}`][{name}]"
 
 
+_ARRAY_SHAPE = re.compile(r"^(\s*\w[\w, ]* : |\s*)array, shape \(", re.M)
+
+
 def rst_to_markdown(text: str) -> str:
     """The docstring ``text`` with its reST math and roles rewritten as Markdown."""
+    # "x : array, shape (n,)" would be parsed as a tuple expression and shown as
+    # "(array, shape(n,))": say "array of shape (n,)", which is shown as written.
+    text = _ARRAY_SHAPE.sub(r"\1array of shape (", text)
     text = _math_blocks(text)
     text = _MATH_ROLE.sub(_inline_math, text)
     return _XREF_ROLE.sub(_xref, text)
