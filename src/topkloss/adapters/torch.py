@@ -34,10 +34,13 @@ def _make_function(op):
             ctx.static = static
             ctx.n_args = len(args)
             ctx.mark_non_differentiable(*residuals)
+            ctx.set_materialize_grads(False)  # no zero-filled cotangents for the residual outputs
             ctx.save_for_backward(x, *args, *residuals)
 
         @staticmethod
         def backward(ctx, g, *_):
+            if g is None:  # an undefined output gradient: the input gets none either
+                return (None, None, *([None] * ctx.n_args))
             x, *rest = ctx.saved_tensors
             args, residuals = tuple(rest[: ctx.n_args]), tuple(rest[ctx.n_args :])
             dx = backward(xp, x, args, residuals, g, static=ctx.static)
@@ -55,6 +58,10 @@ def namespace(*arrays):
 
 
 def apply(op, static, x, *args):
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        # nothing to differentiate: the forward alone. (Dynamo mis-binds ``*args`` when it
+        # inlines a Function's forward without grad, failing with two or more extra arrays.)
+        return op.forward(xp, x, *args, static=static)[0]
     fn = _FUNCTIONS.get(op)
     if fn is None:  # an op created after this module was imported (eager only)
         fn = _FUNCTIONS[op] = _make_function(op)

@@ -15,8 +15,10 @@ its parent) times (its sibling): two truncated products per parent, no subtracti
            = \frac{\partial \log e_j(x)}{\partial \log x_i}.
 
 Representation: a polynomial with constant term 1 (every node of the tree has one) is a
-Python list ``[c_1, ..., c_d]`` of arrays of log-coefficients, each of shape
-``(..., nodes)``: coefficient-major, contiguous along the nodes of one tree level.
+Python list ``[c_1, ..., c_d]`` of arrays of coefficients (or their logs), each of shape
+``(..., nodes)``: coefficient-major, contiguous along the nodes of one tree level. The
+parent of nodes ``i`` and ``i + nodes/2`` is node ``i`` of the level above, so both
+children are contiguous slices.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from __future__ import annotations
 from .op import Op
 from .ops import NEG_INF, _device, full_like_shape, logsumexp_list
 
-__all__ = ["LOG_ESF", "tree_levels", "tree_top", "complement", "log_pi"]
+__all__ = ["LOG_ESF", "tree_levels", "tree_top", "complement", "tree_backprop", "log_pi"]
+
+
+def _halves(level, half):
+    """Children of node ``i`` of the next level up are nodes ``i`` and ``i + half``: contiguous
+    halves (any pairing is valid, the polynomial is symmetric; contiguous slices are fast)."""
+    return [c[..., :half] for c in level], [c[..., half:] for c in level]
 
 
 def poly_mul(xp, a, b, degree, mode="log"):
@@ -69,11 +77,10 @@ def tree_levels(xp, leaves, k, mode="log"):
     level = [leaves] if k >= 1 else []
     levels = [level]
     while size > 1:
-        even = [c[..., 0::2] for c in level]
-        odd = [c[..., 1::2] for c in level]
-        level = poly_mul(xp, even, odd, k, mode)
-        levels.append(level)
         size //= 2
+        first, second = _halves(level, size)
+        level = poly_mul(xp, first, second, k, mode)
+        levels.append(level)
     return levels
 
 
@@ -96,15 +103,37 @@ def complement(xp, levels, degree, m, mode="log"):
     """
     outside = []  # the root has nothing outside it: the polynomial 1
     for level in reversed(levels[:-1]):
-        even = [c[..., 0::2] for c in level]
-        odd = [c[..., 1::2] for c in level]
-        out_even = poly_mul(xp, outside, odd, degree, mode)
-        out_odd = poly_mul(xp, outside, even, degree, mode)
-        outside = [
-            xp.reshape(xp.stack([e, o], axis=-1), (*e.shape[:-1], 2 * e.shape[-1]))
-            for e, o in zip(out_even, out_odd)
-        ]
+        first, second = _halves(level, level[0].shape[-1] // 2)
+        out_first = poly_mul(xp, outside, second, degree, mode)
+        out_second = poly_mul(xp, outside, first, degree, mode)
+        outside = [xp.concat([a, b], axis=-1) for a, b in zip(out_first, out_second)]
     return [c[..., :m] for c in outside]
+
+
+def tree_backprop(xp, levels, cotangent, m):
+    r"""Reverse mode through a linear-space product tree: :math:`\partial F / \partial x_i` for every leaf.
+
+    ``F = sum_j cotangent[j-1] * e_j`` (root coefficients, ``j = 1..len(cotangent)``).
+    Walking down, the derivative with respect to a child's coefficient ``j`` is
+    ``R_child,j = R_parent,j + sum_m sibling_m R_parent,j+m``: a child of degree ``d``
+    needs only ``d`` of them, so the wide levels near the leaves carry 1 or 2 arrays (the
+    complement polynomials would carry ``k - 1`` at every level). Signs may mix; every
+    other factor is non-negative, so rounding errors stay within ``eps * depth`` of the
+    same sum taken with absolute values.
+    """
+    r = [g[..., None] for g in cotangent]
+    for level in reversed(levels[:-1]):
+        first, second = _halves(level, level[0].shape[-1] // 2)
+        r_first, r_second = [], []
+        for j in range(1, len(level) + 1):
+            acc_1, acc_2 = r[j - 1], r[j - 1]
+            for mm in range(1, min(len(level), len(r) - j) + 1):
+                acc_1 = acc_1 + second[mm - 1] * r[j + mm - 1]
+                acc_2 = acc_2 + first[mm - 1] * r[j + mm - 1]
+            r_first.append(acc_1)
+            r_second.append(acc_2)
+        r = [xp.concat([a, b], axis=-1) for a, b in zip(r_first, r_second)]
+    return r[0][..., :m]
 
 
 def log_pi(xp, logx, outside, log_e, j):

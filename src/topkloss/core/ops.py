@@ -210,19 +210,6 @@ def top_k(xp, x, k, native=True):
     return impl(x, k) if impl is not None else top_k_standard(xp, x, k)
 
 
-def scatter_columns(xp, values, indices, n, like):
-    """A ``(batch, n)`` array, zero except ``values[:, j]`` at column ``indices[:, j]``.
-
-    Standard-only; the indices of one row must be distinct.
-    """
-    cols = arange_like(xp, n, like, dtype=indices.dtype)[None, :]
-    zero = xp.zeros_like(like)
-    out = zero
-    for j in range(indices.shape[-1]):
-        out = out + xp.where(cols == indices[:, j : j + 1], values[:, j : j + 1], zero)
-    return out
-
-
 def take_rows(xp, x, index):
     """``x[b, index[b]]`` for every row ``b`` of a 2-D ``x``: shape ``(batch,)``, O(batch).
 
@@ -232,3 +219,34 @@ def take_rows(xp, x, index):
     dt = xp.__array_namespace_info__().default_dtypes()["indexing"]
     index = index if index.dtype == dt else xp.astype(index, dt)
     return xp.take_along_axis(x, index[:, None], axis=-1)[:, 0]
+
+
+def take_columns(xp, x, indices):
+    """``x[b, indices[b, j]]`` for a 2-D ``x`` and 2-D integer ``indices`` (``take_along_axis``)."""
+    if getattr(xp, "__name__", "") == "array_api_compat.torch" and indices.dtype != xp.int64:
+        indices = xp.astype(indices, xp.int64)  # torch gathers with int64 indices only
+    return xp.take_along_axis(x, indices, axis=-1)
+
+
+def scatter_columns(xp, values, indices, n, like):
+    """A ``(batch, n)`` array, zero except ``values[:, j]`` at column ``indices[:, j]``.
+
+    The indices of one row must be distinct. Native scatter where the backend has one
+    (torch, JAX, NumPy/CuPy), else a standard-only masked sum over the j's.
+    """
+    name = getattr(xp, "__name__", "")
+    zero = xp.zeros_like(like)
+    if name == "array_api_compat.torch":
+        return zero.scatter(-1, xp.astype(indices, xp.int64), values)
+    if name == "jax.numpy":
+        rows = xp.arange(like.shape[0])[:, None]
+        return zero.at[rows, indices].set(values)
+    if name in ("numpy", "array_api_compat.numpy", "cupy", "array_api_compat.cupy"):
+        out = xp.zeros_like(like)  # a fresh array: written in place, never an input
+        xp.put_along_axis(out, indices, values, axis=-1)
+        return out
+    cols = arange_like(xp, n, like, dtype=indices.dtype)[None, :]
+    out = zero
+    for j in range(indices.shape[-1]):
+        out = out + xp.where(cols == indices[:, j : j + 1], values[:, j : j + 1], zero)
+    return out

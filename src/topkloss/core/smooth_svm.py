@@ -6,52 +6,43 @@ The smooth loss is :math:`L = \tau\,\mathrm{softplus}(r)` with
 invariant).
 
 **Exact, cancellation-free evaluation.** Take :math:`c` = the k-th largest score among
-the classes other than ``y``, let :math:`T` be the :math:`k-1` classes above it and
-:math:`U` the others (label excluded). Every :math:`x_u \le 1` on :math:`U` (with
-:math:`x = 1` at the k-th), every :math:`w_t = 1/x_t \le 1` on :math:`T`, and dividing by
-:math:`\prod_T x_t`
+the classes other than ``y`` and split those classes into :math:`T = \{i : s_i > c\}`
+(:math:`m \le k - 1` classes) and :math:`U` (the rest; ties at :math:`c` stay in
+:math:`U`). Every :math:`x_u \le 1` on :math:`U`, every :math:`w_t = 1/x_t < 1` on
+:math:`T`, and dividing by :math:`\prod_T x_t`
 
 .. math::
     \frac{e_k(x)}{e_{k-1}(x)} = \frac{N}{D},\quad
-    N = \sum_{b=0}^{k-1} e_b(w)\, e_{b+1}(x_U),\quad
-    D = \sum_{b=0}^{k-1} e_b(w)\, e_b(x_U),
+    N = \sum_{b=0}^{m} e_b(w)\, e_{k-m+b}(x_U),\quad
+    D = \sum_{b=0}^{m} e_b(w)\, e_{k-1-m+b}(x_U),
 
-two sums of positive terms with :math:`N, D \ge 1`. Computing :math:`\log e_k` and
-:math:`\log e_{k-1}` separately instead would cancel the large shared terms of the top
-:math:`k-1` classes (a float32 error of :math:`\epsilon \sum |z_{[j]}|`).
+two sums of positive terms with :math:`N, D \ge 1` (:math:`U` holds the :math:`k - m`
+classes tied at :math:`c`, each with :math:`x = 1`). Computing :math:`\log e_k` and
+:math:`\log e_{k-1}` separately would instead cancel the large terms the top classes
+share (a float32 error of :math:`\epsilon \sum_j |z_{[j]}|`, up to 5e-4 at spreads of 1e4).
 
-Since :math:`x_U \le 1` and :math:`N, D \ge 1`, a term of :math:`e_j(x_U)` below
-:math:`\epsilon / (k 2^{k-1})` cannot change the result: when the largest possible value
-:math:`\binom{|U|}{k}` leaves that range above the dtype's smallest normal number, the
-polynomial of :math:`U` is computed in **linear space** (fast: products and sums, no
-exp/log); otherwise in log space. The choice depends only on shapes and dtype, never
-on values.
+Because :math:`x_U \le 1` and :math:`N, D \ge 1`, no term of :math:`e_j(x_U)` below
+:math:`\epsilon / (k\,2^{k-1})` can change the result: when the largest possible value,
+:math:`\binom{|U|}{k}`, keeps that floor above the dtype's smallest normal number, the
+polynomial of :math:`U` is computed in **linear space** (products and sums, no exp/log per
+term), else in log space (:func:`plan_mode`; shapes and dtype decide, never values).
 
-**Gradient.** With :math:`p = \sigma(r)`, :math:`\partial L/\partial s = (p/k)\,
-\partial r/\partial z`: :math:`-1` at ``y``; at :math:`u \in U`,
-:math:`x_u \sum_b e_b(w)\,[e_b(x_{U\setminus u})/N - e_{b-1}(x_{U \setminus u}) \cdot e_{b+1}... ]`
-(see ``_smooth_backward``), with the complement polynomials :math:`e_b(x_{U\setminus u})`
-from the top-down pass of :mod:`.esf`; at :math:`t \in T` the same from the small
-polynomial of :math:`w`. No switch to the hard loss, no truncated series.
+**Gradient.** With :math:`p = \sigma(r)`, :math:`\partial L/\partial s = (p/k)\,\partial r /
+\partial z`, which is :math:`-1` at ``y``;
+:math:`x_u \sum_j C_j\, e_{j-1}(x_{U\setminus u})` at :math:`u \in U`, with
+:math:`C_j = \partial(\log N - \log D)/\partial e_j(x_U)` — in linear space by reverse mode
+down the same tree (:func:`~.esf.tree_backprop`), in log space from the complement
+polynomials; and :math:`-\sum_b w_t\, e_{b-1}(w_{\setminus t})\, \partial(\log N - \log D)/
+\partial e_b(w)` at :math:`t \in T`. No switch to the hard loss, no truncated series.
 """
 
 from __future__ import annotations
 
 import math
 
-from .esf import complement, flatten_levels, tree_levels, tree_top, unflatten_levels
+from .esf import complement, flatten_levels, tree_backprop, tree_levels, tree_top, unflatten_levels
 from .op import Op
-from .ops import (
-    NEG_INF,
-    arange_like,
-    logsumexp_list,
-    onehot,
-    pick,
-    scatter_columns,
-    sigmoid,
-    softplus,
-    top_k,
-)
+from .ops import NEG_INF, _device, arange_like, logsumexp, onehot, scatter_columns, sigmoid, softplus, take_columns, top_k
 
 __all__ = ["SMOOTH_TOPK_SVM", "TOPK_SVM", "plan_mode"]
 
@@ -80,51 +71,71 @@ def _safe_log(xp, v):
     return xp.where(positive, xp.log(xp.where(positive, v, xp.ones_like(v))), xp.asarray(NEG_INF, dtype=v.dtype))
 
 
-def _log_e_w(xp, levels_w, k, zero):
-    """log e_0 .. log e_{k-1} of w (the k - 1 reciprocals of T) from its tree."""
-    if k < 2:
-        return [zero]
-    return [zero, *tree_top(xp, levels_w, k - 1, levels_w[0][0])]
+def _padded_table(xp, table, pad):
+    """``(batch, pad + len(table) + pad)`` array of log values, ``-inf`` in the padding."""
+    stacked = xp.stack(table, axis=-1)
+    if pad == 0:
+        return stacked
+    fill = xp.full((stacked.shape[0], pad), NEG_INF, dtype=stacked.dtype, device=_device(stacked))
+    return xp.concat([fill, stacked, fill], axis=-1)
 
 
-def _split(xp, s, labels, k, tau):
-    """Shift, exclude the label, select T (the k-1 classes above the k-th) and build U's leaves."""
+def _gather_degrees(xp, table, degrees, pad):
+    """``table[b, degrees[b, j]]`` (``-inf`` outside the table) for a table made by
+    :func:`_padded_table` with padding ``pad`` and integer ``degrees`` of shape (batch, J)."""
+    return take_columns(xp, table, degrees + pad)
+
+
+def _forward_parts(xp, s, labels, k, tau, mode):
+    """Everything both passes need: U's leaves and tree, w = 1/x_T and its tree, m = |T|, z_y."""
     n = s.shape[-1]
-    mask_y = onehot(xp, labels, n, s)
     neg_inf = xp.asarray(NEG_INF, dtype=s.dtype)
-    vals, idx = top_k(xp, xp.where(mask_y, neg_inf, s), k)
-    c = vals[:, k - 1 : k]
-    z = (s - c) / (k * tau)  # subtract before dividing: exact differences, then one rounding
-    z_y = pick(xp, z, mask_y)
-    idx_t = idx[:, : k - 1]
-    excluded = mask_y
-    cols = arange_like(xp, n, s, dtype=idx.dtype)[None, :]
-    for j in range(k - 1):
-        excluded = excluded | (cols == idx_t[:, j : j + 1])
-    log_w = (c - vals[:, : k - 1]) / (k * tau)  # log(1 / x_t) <= 0
-    z_u = xp.where(excluded, neg_inf, z)
-    return z_y, idx_t, log_w, z_u
+    others = xp.where(onehot(xp, labels, n, s), neg_inf, s)
+    vals, idx = top_k(xp, others, k)
+    c = xp.min(vals, axis=-1, keepdims=True)  # the k-th largest (a min, not a slice: XLA keeps top_k)
+    z = (others - c) / (k * tau)  # subtract before dividing: exact differences, one rounding
+    in_t = z > 0
+    leaves = xp.where(in_t, neg_inf, z)  # T leaves out of U (x = 0)
+    if mode == "linear":
+        leaves = xp.exp(leaves)
+    s_y = take_columns(xp, s, labels[:, None])[:, 0]
+    z_y = (s_y - c[:, 0]) / (k * tau)
+    top = vals[:, : k - 1]
+    log_w = xp.where(top > c, (c - top) / (k * tau), neg_inf)  # log(1/x_t) < 0 on T, -inf elsewhere
+    m = xp.sum(xp.astype(top > c, labels.dtype), axis=-1)
+    levels_u = tree_levels(xp, leaves, k, mode)
+    # w < 1: the same bound makes linear space exact for its (k-1)-leaf polynomial
+    levels_w = tree_levels(xp, xp.exp(log_w) if mode == "linear" else log_w, k - 1, mode) if k >= 2 else [[]]
+    return z_y, m, idx[:, : k - 1], levels_u, levels_w
+
+
+def _log_e(xp, levels_u, levels_w, k, mode, zero):
+    """log e_0..e_k of x_U and log e_0..e_{k-1} of w, as lists of ``(batch,)`` arrays."""
+
+    def logs(levels, degree):
+        top = tree_top(xp, levels, degree, levels[0][0], mode)
+        return [zero, *([_safe_log(xp, e) for e in top] if mode == "linear" else top)]
+
+    return logs(levels_u, k), (logs(levels_w, k - 1) if k >= 2 else [zero])
+
+
+def _degrees(xp, m, k, offset):
+    """Per-row degrees ``offset - m + b`` for ``b = 0..k-1``, shape (batch, k)."""
+    return (offset - m)[:, None] + arange_like(xp, k, m, dtype=m.dtype)[None, :]
 
 
 def _smooth_forward(xp, s, labels, *, static):
     k, tau, alpha = static
-    n = s.shape[-1]
-    mode = plan_mode(n - k, k, s.dtype == xp.float64)
-    z_y, idx_t, log_w, z_u = _split(xp, s, labels, k, tau)
-    # U: e_1..e_k of x_U (x_U <= 1), linear or log space
-    levels_u = tree_levels(xp, xp.exp(z_u) if mode == "linear" else z_u, k, mode)
-    top_u = tree_top(xp, levels_u, k, z_u, mode)
-    log_eu = [_safe_log(xp, e) for e in top_u] if mode == "linear" else top_u
-    zero = xp.zeros_like(z_y)
-    log_eu = [zero, *log_eu]  # log e_0 .. log e_k
-    # T: e_0..e_{k-1} of w = 1/x_T (k - 1 values in (0, 1]), always in log space
-    levels_w = tree_levels(xp, log_w, k - 1) if k >= 2 else [[]]
-    log_ew = _log_e_w(xp, levels_w, k, zero)
-    log_n = logsumexp_list(xp, [log_ew[b] + log_eu[b + 1] for b in range(k)])
-    log_d = logsumexp_list(xp, [log_ew[b] + log_eu[b] for b in range(k)])
+    mode = plan_mode(s.shape[-1] - k, k, s.dtype == xp.float64)
+    z_y, m, idx_t, levels_u, levels_w = _forward_parts(xp, s, labels, k, tau, mode)
+    log_eu, log_ew = _log_e(xp, levels_u, levels_w, k, mode, xp.zeros_like(z_y))
+    # N = sum_b e_b(w) e_{k-m+b}(U), D = sum_b e_b(w) e_{k-1-m+b}(U); e_b(w) = 0 for b > m
+    table_u, ew = _padded_table(xp, log_eu, k), xp.stack(log_ew, axis=-1)
+    log_n = logsumexp(xp, ew + _gather_degrees(xp, table_u, _degrees(xp, m, k, k), k), axis=-1)
+    log_d = logsumexp(xp, ew + _gather_degrees(xp, table_u, _degrees(xp, m, k, k - 1), k), axis=-1)
     r = (alpha / tau + (log_n - log_d)) - z_y
-    # residuals must not alias each other (torch.compile): log_w and log e(U) are recomputed from the trees
-    residuals = (r, log_n, log_d, idx_t, *flatten_levels(levels_u), *flatten_levels(levels_w))
+    # residuals are distinct arrays (torch.compile): everything else is recomputed from the trees
+    residuals = (r, log_n, log_d, m, idx_t, *flatten_levels(levels_u), *flatten_levels(levels_w))
     return tau * softplus(xp, r), residuals
 
 
@@ -133,53 +144,54 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     (labels,) = args
     n = s.shape[-1]
     mode = plan_mode(n - k, k, s.dtype == xp.float64)
-    r, log_n, log_d, idx_t = residuals[:4]
-    flat = residuals[4:]
+    r, log_n, log_d, m, idx_t = residuals[:5]
     n_u = len(flatten_levels(tree_levels_shape(n, k)))
-    levels_u = unflatten_levels(flat[:n_u], k)
-    levels_w = unflatten_levels(flat[n_u:], k - 1) if k >= 2 else [[]]
+    levels_u = unflatten_levels(residuals[5 : 5 + n_u], k)
+    levels_w = unflatten_levels(residuals[5 + n_u :], k - 1) if k >= 2 else [[]]
     zero = xp.zeros_like(r)
-    log_w = levels_w[0][0][:, : k - 1] if k >= 2 else None
-    log_ew = _log_e_w(xp, levels_w, k, zero)
-    top_u = tree_top(xp, levels_u, k, levels_u[0][0], mode)
-    log_eu = [zero, *([_safe_log(xp, e) for e in top_u] if mode == "linear" else top_u)]
+    log_eu, log_ew = _log_e(xp, levels_u, levels_w, k, mode, zero)
 
-    # U entries: dr/dz_u = x_u sum_b e_b(U \ u) (e_b(w) / N - e_{b+1}(w) / D)
-    outside = complement(xp, levels_u, k - 1, n, mode)
+    # U: d(log N - log D)/d e_j(U) = e_{j-k+m}(w) / N - e_{j-k+1+m}(w) / D, j = 1..k, as logs
+    table_w = _padded_table(xp, log_ew, k)
+    log_cn = _gather_degrees(xp, table_w, _degrees(xp, -m, k, 1 - k), k) - log_n[:, None]
+    log_cd = _gather_degrees(xp, table_w, _degrees(xp, -m, k, 2 - k), k) - log_d[:, None]
+    log_cn = [log_cn[:, j] for j in range(k)]
+    log_cd = [log_cd[:, j] for j in range(k)]
     leaves = levels_u[0][0][:, :n]
-    if mode == "linear":  # all factors are in range by plan_mode: combine the per-row coefficients first
-        c_b = [xp.exp(log_ew[b] - log_n) - (xp.exp(log_ew[b + 1] - log_d) if b + 1 < k else zero) for b in range(k)]
-        acc = c_b[0][:, None] + xp.zeros_like(leaves)
-        for b in range(1, k):
-            acc = acc + c_b[b][:, None] * outside[b - 1]
-        d_u = leaves * acc
+    if mode == "linear":
+        cot = [xp.exp(a) - xp.exp(b) for a, b in zip(log_cn, log_cd)]
+        d_z = leaves * tree_backprop(xp, levels_u, cot, n)
     else:  # every term is a fraction (<= 1) of N or D: exponentiate whole terms only
-        d_u = xp.zeros_like(leaves)
-        for b in range(k):
-            log_term = leaves if b == 0 else leaves + outside[b - 1]
-            d_u = d_u + xp.exp(log_term + (log_ew[b] - log_n)[:, None])
-            if b + 1 < k:
-                d_u = d_u - xp.exp(log_term + (log_ew[b + 1] - log_d)[:, None])
+        outside = complement(xp, levels_u, k - 1, n)
+        d_z = xp.zeros_like(leaves)
+        for j in range(1, k + 1):
+            log_term = leaves if j == 1 else leaves + outside[j - 2]
+            d_z = d_z + (xp.exp(log_term + log_cn[j - 1][:, None]) - xp.exp(log_term + log_cd[j - 1][:, None]))
 
-    # T entries (w_t = 1/x_t): dr/dz_t = sum_{b>=1} w_t e_{b-1}(w \ t) (e_b(U)/D - e_{b+1}(U)/N)
-    grad = d_u
+    # T: dr/dz_t = -sum_{b>=1} w_t e_{b-1}(w \ t) (e_{k-m+b}(U) / N - e_{k-1-m+b}(U) / D)
     if k >= 2:
-        out_w = complement(xp, levels_w, k - 2, k - 1)
-        d_t = xp.zeros_like(log_w)
+        w = levels_w[0][0][:, : k - 1]
+        out_w = complement(xp, levels_w, k - 2, k - 1, mode)
+        log_comp = [w, *(w + o for o in out_w)] if mode == "log" else None
+        table_u = _padded_table(xp, log_eu, k)
+        log_an = _gather_degrees(xp, table_u, _degrees(xp, m, k, k), k) - log_n[:, None]
+        log_ad = _gather_degrees(xp, table_u, _degrees(xp, m, k, k - 1), k) - log_d[:, None]
+        d_t = xp.zeros_like(w)
         for b in range(1, k):
-            log_comp = log_w if b == 1 else log_w + out_w[b - 2]
-            d_t = d_t + (
-                xp.exp(log_comp + (log_eu[b] - log_d)[:, None]) - xp.exp(log_comp + (log_eu[b + 1] - log_n)[:, None])
-            )
-        grad = grad + scatter_columns(xp, d_t, idx_t, n, s)
+            if mode == "linear":  # w_t e_{b-1}(w \ t) <= e_b(w): in range
+                comp = w if b == 1 else w * out_w[b - 2]
+                d_t = d_t + comp * (xp.exp(log_ad[:, b : b + 1]) - xp.exp(log_an[:, b : b + 1]))
+            else:
+                lc = log_comp[b - 1]
+                d_t = d_t + (xp.exp(lc + log_ad[:, b : b + 1]) - xp.exp(lc + log_an[:, b : b + 1]))
+        d_z = d_z + scatter_columns(xp, d_t, idx_t, n, s)
 
     coef = (g * sigmoid(xp, r) / k)[:, None]
-    mask = onehot(xp, labels, n, s)
-    return xp.where(mask, -coef, coef * grad)
+    return xp.where(onehot(xp, labels, n, s), -coef, coef * d_z)
 
 
 def tree_levels_shape(m, k):
-    """The level structure :func:`tree_levels` makes for ``m`` leaves: widths only (for unflattening)."""
+    """The level structure :func:`~.esf.tree_levels` makes for ``m`` leaves (for unflattening)."""
     size = 1 << max(0, (m - 1).bit_length())
     levels, width = [], 1
     while True:
@@ -196,23 +208,22 @@ SMOOTH_TOPK_SVM = Op("smooth_topk_svm", _smooth_forward, _smooth_backward)
 def _hard_forward(xp, s, labels, *, static):
     k, alpha = static
     n = s.shape[-1]
-    mask = onehot(xp, labels, n, s)
-    s_y = pick(xp, s, mask)
-    vals, idx = top_k(xp, xp.where(mask, xp.asarray(NEG_INF, dtype=s.dtype), s), k)
-    margin = alpha + (vals[:, k - 1] - s_y) / k
+    s_y = take_columns(xp, s, labels[:, None])[:, 0]
+    vals, idx = top_k(xp, xp.where(onehot(xp, labels, n, s), xp.asarray(NEG_INF, dtype=s.dtype), s), k)
+    margin = alpha + (xp.min(vals, axis=-1) - s_y) / k
     loss = xp.maximum(margin, xp.zeros_like(margin))
-    return loss, (xp.astype(margin > 0, s.dtype), idx[:, k - 1])
+    kth = take_columns(xp, idx, xp.argmin(vals, axis=-1)[:, None])  # index of the k-th largest
+    return loss, (xp.astype(margin > 0, s.dtype), kth)
 
 
 def _hard_backward(xp, s, args, residuals, g, *, static):
     k, alpha = static
     (labels,) = args
-    active, idx = residuals
-    n = s.shape[-1]
-    cols = arange_like(xp, n, s, dtype=idx.dtype)[None, :]
+    active, kth = residuals
     coef = (g * active / k)[:, None]
-    zero = xp.zeros_like(s)
-    return xp.where(cols == idx[:, None], coef, zero) - xp.where(onehot(xp, labels, n, s), coef, zero)
+    n = s.shape[-1]
+    plus = scatter_columns(xp, coef, kth, n, s)
+    return plus - scatter_columns(xp, coef, labels[:, None], n, s)
 
 
 TOPK_SVM = Op("topk_svm", _hard_forward, _hard_backward)
