@@ -62,6 +62,20 @@ def _save(fig, path):
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
+def _draw(axes, sy, fn, label, style="-", **params):
+    """One curve of ``fn`` on both panels: the loss, and its derivative in ``s_y``."""
+    for ax, values in zip(axes, curve(fn, sy, **params)):
+        ax.plot(sy, values, style, label=label)
+
+
+def _finish(fig, axes, path, mark_kth=True):
+    if mark_kth:  # the k-th largest of the other scores
+        for ax in axes:
+            ax.axvline(_kth(K), color="grey", linewidth=0.8, linestyle=":")
+    axes[0].legend(fontsize=8)
+    _save(fig, path)
+
+
 def _kth(k):
     """The k-th largest of the other scores (the hard top-k SVM's threshold)."""
     return np.sort(OTHERS)[::-1][k - 1]
@@ -72,17 +86,11 @@ def plot_smooth_topk_svm(out):
     fig, ax_l, ax_g = _figure(
         f"smooth_topk_svm, k = {K}, alpha = 1; other scores {OTHERS.tolist()}"
     )
+    axes = (ax_l, ax_g)
     for tau in (2.0, 1.0, 0.5, 0.1):
-        v, g = curve(topkloss.smooth_topk_svm, sy, k=K, tau=tau, alpha=1.0)
-        ax_l.plot(sy, v, label=f"tau = {tau:g}")
-        ax_g.plot(sy, g, label=f"tau = {tau:g}")
-    v, g = curve(topkloss.topk_svm, sy, k=K, alpha=1.0)
-    ax_l.plot(sy, v, "k--", label="topk_svm (tau -> 0)")
-    ax_g.plot(sy, g, "k--", label="topk_svm (tau -> 0)")
-    for ax in (ax_l, ax_g):
-        ax.axvline(_kth(K), color="grey", linewidth=0.8, linestyle=":")
-    ax_l.legend(fontsize=8)
-    _save(fig, out / "smooth_topk_svm.png")
+        _draw(axes, sy, topkloss.smooth_topk_svm, f"tau = {tau:g}", k=K, tau=tau, alpha=1.0)
+    _draw(axes, sy, topkloss.topk_svm, "topk_svm (tau -> 0)", "k--", k=K, alpha=1.0)
+    _finish(fig, axes, out / "smooth_topk_svm.png")
 
 
 def plot_topk_hinge(out):
@@ -94,30 +102,22 @@ def plot_topk_hinge(out):
     # the same 2000 draws for every value of s_y (common random numbers): smooth curves
     draws = np.random.default_rng(0).standard_normal((1, 2000, n))
     noise = np.ascontiguousarray(np.broadcast_to(draws, (len(sy), 2000, n)))
+    axes = (ax_l, ax_g)
     for eps in (2.0, 1.0, 0.5):
-        v, g = curve(topkloss.noised_topk_hinge, sy, k=K, epsilon=eps, n_samples=2000, noise=noise)
-        ax_l.plot(sy, v, label=f"epsilon = {eps:g} (2000 draws)")
-        ax_g.plot(sy, g, label=f"epsilon = {eps:g} (2000 draws)")
-    v, g = curve(topkloss.topk_hinge, sy, k=K)
-    ax_l.plot(sy, v, "k--", label="topk_hinge (epsilon = 0)")
-    ax_g.plot(sy, g, "k--", label="topk_hinge (epsilon = 0)")
-    ax_l.legend(fontsize=8)
-    _save(fig, out / "topk_hinge.png")
+        label = f"epsilon = {eps:g} (2000 draws)"
+        _draw(axes, sy, topkloss.noised_topk_hinge, label, k=K, epsilon=eps, n_samples=2000, noise=noise)
+    _draw(axes, sy, topkloss.topk_hinge, "topk_hinge (epsilon = 0)", "k--", k=K)
+    _finish(fig, axes, out / "topk_hinge.png", mark_kth=False)
 
 
 def plot_topk_transition(out):
     sy = np.linspace(-3.0, 6.0, 451)
     fig, ax_l, ax_g = _figure(f"topk_transition, k = {K}; other scores {OTHERS.tolist()}")
-    for weight in (0.0, 0.5, 1.0, "adaptive"):
-        label = "weight = 0 (cross-entropy)" if weight == 0.0 else f"weight = {weight}"
-        v, g = curve(topkloss.topk_transition, sy, k=K, weight=weight)
-        style = "k--" if weight == 0.0 else "-"
-        ax_l.plot(sy, v, style, label=label)
-        ax_g.plot(sy, g, style, label=label)
-    for ax in (ax_l, ax_g):
-        ax.axvline(_kth(K), color="grey", linewidth=0.8, linestyle=":")
-    ax_l.legend(fontsize=8)
-    _save(fig, out / "topk_transition.png")
+    axes = (ax_l, ax_g)
+    _draw(axes, sy, topkloss.topk_transition, "weight = 0 (cross-entropy)", "k--", k=K, weight=0.0)
+    for weight in (0.5, 1.0, "adaptive"):
+        _draw(axes, sy, topkloss.topk_transition, f"weight = {weight}", k=K, weight=weight)
+    _finish(fig, axes, out / "topk_transition.png")
 
 
 def plot_surrogates(out):
