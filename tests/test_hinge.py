@@ -399,8 +399,16 @@ def test_torch_func_and_compile():
     want_value, want_grad = ref.noised_topk_hinge(s, y, 3, z, 0.5, m.numpy())
     np.testing.assert_allclose(float(loss.detach()), want_value.sum(), rtol=1e-12)
     np.testing.assert_allclose(a.grad.numpy(), want_grad, atol=1e-15)
+    # no input requiring grad (evaluation): a full graph too, with two or more extra arrays
+    np.testing.assert_allclose(float(compiled(x, Y, Z, m)), want_value.sum(), rtol=1e-12)
     hard = torch.compile(lambda a, b: topkloss.topk_hinge(a, b, k=3, scale=2.0), fullgraph=True, backend="aot_eager")
     np.testing.assert_allclose(float(hard(x, Y)), ref.topk_hinge(s, y, 3, 1.0, 2.0)[0].mean(), rtol=1e-12)
+    # the global generator works in a full graph (an int seed makes a graph break, documented)
+    drawn = torch.compile(lambda a, b: topkloss.noised_topk_hinge(a, b, k=3, reduction="none"), fullgraph=True, backend="aot_eager")
+    torch.manual_seed(0)
+    first = drawn(x, Y)
+    torch.manual_seed(0)
+    assert torch.equal(first, drawn(x, Y)) and not torch.equal(first, drawn(x, Y))
 
 
 def test_jax_jit_grad_vmap():

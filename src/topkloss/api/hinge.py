@@ -163,7 +163,9 @@ def noised_topk_hinge(
 
     With none of them, torch draws from its global generator (``torch.manual_seed``),
     NumPy and CuPy from a fresh unseeded generator; JAX requires ``key``, ``seed`` or
-    ``noise``. Under ``torch.func.vmap`` pass ``noise`` (or ``randomness=...`` to vmap).
+    ``noise``. Under ``torch.compile(fullgraph=True)`` pass ``noise`` or use the global
+    generator (dynamo cannot trace a ``seed``: it makes a graph break); under
+    ``torch.func.vmap`` pass ``noise`` (or ``randomness=...`` to vmap).
 
     Parameters
     ----------

@@ -43,14 +43,13 @@ def _selected(xp, p, j):
     weights ``w`` of the classes that hold it (shape of ``p``; ties share the unit weight)."""
     v = xp.reshape(kth_largest(xp, xp.reshape(p, (-1, p.shape[-1])), j), (*p.shape[:-1], 1))
     hit = p == v
+    count = xp.astype(xp.count_nonzero(hit, axis=-1, keepdims=True), p.dtype)  # >= 1
     zero = full_like_shape(xp, (), 0.0, p)
-    count = xp.sum(xp.where(hit, zero + 1, zero), axis=-1, keepdims=True)
     return v[..., 0], xp.where(hit, 1 / xp.maximum(count, zero + 1), zero)
 
 
-def _hinge(xp, gap, w, s, labels, margins, margin, scale):
+def _hinge(xp, gap, w, mask, labels, margins, margin, scale):
     """Per-sample loss ``scale * max(0, m_y + gap)`` and the residual ``d loss / d s``."""
-    mask = onehot(xp, labels, s.shape[-1], s)
     m = margin if margin is not None else xp.take(margins[0], labels, axis=0)
     arg = m + gap
     active = arg > 0
@@ -63,17 +62,18 @@ def _hinge(xp, gap, w, s, labels, margins, margin, scale):
 
 def _hard_forward(xp, s, labels, *margins, static):
     k, margin, scale = static
-    s_y = pick(xp, s, onehot(xp, labels, s.shape[-1], s))
+    mask = onehot(xp, labels, s.shape[-1], s)
     v, w = _selected(xp, s, k + 1)
-    return _hinge(xp, v - s_y, w, s, labels, margins, margin, scale)
+    return _hinge(xp, v - pick(xp, s, mask), w, mask, labels, margins, margin, scale)
 
 
 def _noised_forward(xp, s, labels, noise, *margins, static):
     k, epsilon, margin, scale = static
-    s_y = pick(xp, s, onehot(xp, labels, s.shape[-1], s))
-    p = (s - s_y[:, None])[:, None, :] + epsilon * noise
+    mask = onehot(xp, labels, s.shape[-1], s)
+    d = s - pick(xp, s, mask)[:, None]
+    p = d[:, None, :] + (noise if epsilon == 1.0 else epsilon * noise)
     v, w = _selected(xp, p, k + 1)
-    return _hinge(xp, xp.mean(v, axis=-1), xp.mean(w, axis=-2), s, labels, margins, margin, scale)
+    return _hinge(xp, xp.mean(v, axis=-1), xp.mean(w, axis=-2), mask, labels, margins, margin, scale)
 
 
 def _backward(xp, s, args, residuals, g, *, static):
