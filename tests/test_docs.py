@@ -51,11 +51,8 @@ BUILT_PAGES = [p for p in NAV if p not in PENDING]
 
 
 def _html_path(site, page):
-    """Where mkdocs (use_directory_urls) writes the HTML of a Markdown page."""
-    stem = page[: -len(".md")]
-    if stem == "index" or stem.endswith("/index"):
-        return site / (stem + ".html")
-    return site / stem / "index.html"
+    """Where mkdocs (use_directory_urls: false) writes the HTML of a Markdown page."""
+    return site / (page[: -len(".md")] + ".html")
 
 
 @pytest.fixture(scope="session")
