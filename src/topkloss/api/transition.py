@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 from .._config import value_checks_enabled
 from ..adapters import device, is_concrete, namespace
 from ..core import validate as v
@@ -14,7 +16,7 @@ def _prepare_weight(xp, weight, s, scores):
     if isinstance(weight, str):
         v.check_choice(weight, "weight", ("adaptive",))
         return "adaptive", 0.0, ()
-    if not hasattr(weight, "shape"):  # a Python or NumPy scalar
+    if isinstance(weight, numbers.Number) or not hasattr(weight, "shape"):  # Python/NumPy/symbolic scalars
         return "fixed", v.check_fraction(weight, "weight"), ()
     v.namespace(namespace, scores=scores, weight=weight)
     v.check_device("scores", device(scores), weight=device(weight))
