@@ -30,19 +30,26 @@ class Extra:
     make: Callable  # (rng, batch, n) -> float64 NumPy array
     batch_axis: bool = True  # axis 0 runs along the batch
     class_axis: bool = False  # the last axis runs along the classes
+    value_checked: bool = False  # its values are checked (a range): one more read of values per call
 
 
 @dataclass(frozen=True)
 class Entry:
     """One public function of the form ``fn(scores, labels, **params)``."""
 
-    name: str
+    name: str  # the public function
     params: dict  # keyword arguments for tests with n >= 4 classes
     differentiable: bool = True
     smooth: bool = True  # gradient continuous in the scores (not piecewise constant)
+    exact_grad: bool = True  # the gradient is the derivative of the value (False: a stop-gradient inside)
     shift_invariant: bool = True
     extras: dict = field(default_factory=dict)  # name -> Extra
     reductions: tuple = ("mean", "sum", "none")
+    variant: str = ""  # tells apart two entries of one function (e.g. number vs array parameter)
+
+    @property
+    def id(self):
+        return f"{self.name}[{self.variant}]" if self.variant else self.name
 
     @property
     def fn(self):
@@ -52,7 +59,7 @@ class Entry:
         return fn
 
     def __str__(self):
-        return self.name
+        return self.id
 
     def arrays(self, rng, batch, n):
         """The extra arguments as float64 NumPy arrays."""
@@ -78,17 +85,38 @@ def _noise(rng, batch, n, n_samples=3):
     return rng.standard_normal((batch, n_samples, n))
 
 
+def _per_class(rng, batch, n):
+    return rng.uniform(0.5, 1.5, n)
+
+
+def _per_sample(rng, batch, n):
+    return rng.uniform(0.0, 1.0, batch)
+
+
 LOSSES = (
     Entry("smooth_topk_svm", dict(k=2, tau=1.0, alpha=1.0)),
     Entry("topk_svm", dict(k=2, alpha=1.0), smooth=False),
     Entry("topk_hinge", dict(k=2, margin=1.0, scale=1.0), smooth=False),
+    Entry(
+        "topk_hinge",
+        dict(k=2, scale=2.0),
+        smooth=False,
+        extras={"margin": Extra(_per_class, batch_axis=False, class_axis=True)},
+        variant="margin-array",
+    ),
     Entry(
         "noised_topk_hinge",
         dict(k=2, epsilon=0.5, n_samples=3, margin=1.0),
         smooth=False,
         extras={"noise": Extra(_noise, batch_axis=True, class_axis=True)},
     ),
-    Entry("topk_transition", dict(k=2, weight="adaptive")),
+    Entry("topk_transition", dict(k=2, weight="adaptive"), exact_grad=False),  # no gradient through the weight
+    Entry(
+        "topk_transition",
+        dict(k=2),
+        extras={"weight": Extra(_per_sample, batch_axis=True, class_axis=False, value_checked=True)},
+        variant="weight-array",
+    ),
 )
 """Differentiable losses: ``fn(scores, labels, **params, reduction=...)``."""
 
@@ -110,7 +138,11 @@ OTHER_PUBLIC = {
 
 
 def ids(entries):
-    return [e.name for e in entries]
+    return [e.id for e in entries]
+
+
+def names(entries):
+    return {e.name for e in entries}
 
 
 def distinct_scores(rng, batch, n, gap=0.37):

@@ -41,7 +41,15 @@ def apply(op, static, x, *args):
 
 
 def is_concrete(x):
-    return not isinstance(x, jax.core.Tracer)
+    """Not a tracer, and not inside a staging trace (``jit``, ``checkpoint``...): there even
+    operations on a concrete (closed-over) array are staged, and their values cannot be read."""
+    return not isinstance(x, jax.core.Tracer) and _evaluating_now()
+
+
+def _evaluating_now():
+    # one tiny operation says whether operations run now (top level, eager grad or vmap of
+    # constants) or are staged into a jaxpr (public API only: no private trace state)
+    return not isinstance(xp.logical_not(xp.asarray(False)), jax.core.Tracer)
 
 
 def device(x):

@@ -44,7 +44,8 @@ def prepare_scores_labels(scores, labels, reduction):
     """
     xp = v.namespace(namespace, scores=scores, labels=labels)
     v.check_scores(xp, scores)
-    checks, concrete = value_checks_enabled(), is_concrete(labels)
+    checks = value_checks_enabled()
+    concrete = checks and is_concrete(labels)
     v.check_labels(xp, labels, scores, check_values=checks and concrete)
     v.check_device("scores", device(scores), labels=device(labels))
     v.check_reduction(reduction)

@@ -98,7 +98,9 @@ def check_real(value, name, *, positive=False, nonnegative=False):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number; got {value!r} ({type(value).__name__})")
     value = float(value)
-    if not math.isfinite(value):
+    # comparisons, not math.isfinite: under torch.compile a hyper-parameter that changes
+    # between calls becomes a symbolic float, which compares (with a guard) but has no isfinite
+    if not -math.inf < value < math.inf:
         raise ValueError(f"{name} must be finite; got {value}")
     if positive and value <= 0:
         raise ValueError(f"{name} must be > 0; got {value}")
