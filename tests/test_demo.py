@@ -216,4 +216,4 @@ def test_missing_jax_says_what_to_install(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "optax" else find_spec(name, *a))
     with pytest.raises(SystemExit):
         main(["demo", "--backend", "jax", "--out", str(tmp_path)])
-    assert "--backend jax needs optax, which is not installed: pip install jax optax" in capsys.readouterr().err
+    assert "--backend jax needs optax (not installed); install with: pip install jax optax" in capsys.readouterr().err

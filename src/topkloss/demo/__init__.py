@@ -129,7 +129,7 @@ def _checked_options(args):
     missing = _missing_modules(args.backend)
     if missing:
         hint = "pip install jax optax tqdm matplotlib" if args.backend == "jax" else "pip install 'topkloss[demo]'"
-        parser.error(f"--backend {args.backend} needs {', '.join(missing)}, which is not installed: {hint}")
+        parser.error(f"--backend {args.backend} needs {' and '.join(missing)} (not installed); install with: {hint}")
     opts = _options(args)
     try:
         for loss in opts["losses"]:
