@@ -95,7 +95,8 @@ def topk_hinge(scores, labels, *, k=5, margin=1.0, scale=1.0, reduction="mean"):
         The top-k the loss targets, ``1 <= k <= n - 1`` (the loss needs a (k+1)-th class).
     margin : float or array of shape (n,), default 1.0
         The margin, one number or one value per class (same array library and device as
-        ``scores``).
+        ``scores``). Numbers (here and for ``scale``) are static under ``jax.jit`` and
+        ``torch.compile``: a new value recompiles; an array does not.
     scale : float, default 1.0
         Positive factor of the whole hinge (e.g. 50-60 for cosine scores).
     reduction : {"mean", "sum", "none"}, default "mean"
@@ -177,7 +178,8 @@ def noised_topk_hinge(
         ``1 <= k <= n - 1``.
     epsilon : float, default 1.0
         Noise level, ``>= 0`` (paper: 1.0 on Pl@ntNet-300K, 0.2 on CIFAR-100, 0.01 with
-        cosine scores and ``scale`` 50-60).
+        cosine scores and ``scale`` 50-60). Static under ``jax.jit`` and ``torch.compile``
+        (a new value recompiles).
     n_samples : int, default 5
         Draws per row, ``>= 1``.
     margin : float or array of shape (n,), default 1.0

@@ -39,13 +39,13 @@ __all__ = ["TOPK_HINGE", "NOISED_TOPK_HINGE"]
 
 
 def _selected(xp, p, j):
-    """The j-th largest entry of ``p`` along the last axis (shape ``p.shape[:-1]``) and the
-    weights ``w`` of the classes that hold it (shape of ``p``; ties share the unit weight)."""
+    """The j-th largest entry of ``p`` along the last axis (shape ``p.shape[:-1]``), the 0/1
+    indicator of the entries equal to it (shape of ``p``) and 1 / their number (``(..., 1)``):
+    tied classes share the unit weight."""
     v = xp.reshape(kth_largest(xp, xp.reshape(p, (-1, p.shape[-1])), j), (*p.shape[:-1], 1))
-    hit = p == v
-    count = xp.astype(xp.count_nonzero(hit, axis=-1, keepdims=True), p.dtype)  # >= 1
-    zero = full_like_shape(xp, (), 0.0, p)
-    return v[..., 0], xp.where(hit, 1 / xp.maximum(count, zero + 1), zero)
+    hit = xp.astype(p == v, p.dtype)
+    count = xp.sum(hit, axis=-1, keepdims=True)  # >= 1: v is an entry of p (unless NaN)
+    return v[..., 0], hit, 1 / xp.maximum(count, full_like_shape(xp, (), 1.0, p))
 
 
 def _hinge(xp, gap, w, mask, labels, margins, margin, scale):
@@ -63,8 +63,8 @@ def _hinge(xp, gap, w, mask, labels, margins, margin, scale):
 def _hard_forward(xp, s, labels, *margins, static):
     k, margin, scale = static
     mask = onehot(xp, labels, s.shape[-1], s)
-    v, w = _selected(xp, s, k + 1)
-    return _hinge(xp, v - pick(xp, s, mask), w, mask, labels, margins, margin, scale)
+    v, hit, share = _selected(xp, s, k + 1)
+    return _hinge(xp, v - pick(xp, s, mask), hit * share, mask, labels, margins, margin, scale)
 
 
 def _noised_forward(xp, s, labels, noise, *margins, static):
@@ -72,8 +72,9 @@ def _noised_forward(xp, s, labels, noise, *margins, static):
     mask = onehot(xp, labels, s.shape[-1], s)
     d = s - pick(xp, s, mask)[:, None]
     p = d[:, None, :] + (noise if epsilon == 1.0 else epsilon * noise)
-    v, w = _selected(xp, p, k + 1)
-    return _hinge(xp, xp.mean(v, axis=-1), xp.mean(w, axis=-2), mask, labels, margins, margin, scale)
+    v, hit, share = _selected(xp, p, k + 1)
+    w = xp.sum(hit * (share / noise.shape[1]), axis=-2)
+    return _hinge(xp, xp.mean(v, axis=-1), w, mask, labels, margins, margin, scale)
 
 
 def _backward(xp, s, args, residuals, g, *, static):
