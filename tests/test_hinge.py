@@ -352,6 +352,8 @@ def test_jax_needs_a_key_and_takes_seed_or_numpy_generator():
     g = topkloss.noised_topk_hinge(S, Y, k=2, seed=np.random.default_rng(0), reduction="none")
     h = topkloss.noised_topk_hinge(S, Y, k=2, seed=np.random.default_rng(0), reduction="none")
     np.testing.assert_array_equal(g, h)
+    with pytest.raises(TypeError, match="seed: a numpy.random.Generator cannot draw inside a JAX transform"):
+        jax.jit(lambda a, b: topkloss.noised_topk_hinge(a, b, k=2, seed=np.random.default_rng(0)))(S, Y)
 
 
 # --- autograd and transforms ------------------------------------------------------------------------

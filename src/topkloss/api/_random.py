@@ -61,6 +61,8 @@ def _jax_normal(shape, like, seed, key):
                 "seed (an int) or noise"
             )
         if isinstance(seed, np.random.Generator):
+            if isinstance(like, jax.core.Tracer):  # drawn once, at trace time: pass a key
+                raise TypeError("seed: a numpy.random.Generator cannot draw inside a JAX transform (jit, grad, vmap); pass key")
             return jax.numpy.asarray(_normal(seed, shape, like.dtype == jax.numpy.float64), dtype=like.dtype)
         key = jax.random.key(_int_seed(seed))
     typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
