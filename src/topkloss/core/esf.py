@@ -16,9 +16,10 @@ its parent) times (its sibling): two truncated products per parent, no subtracti
 
 Representation: a polynomial with constant term 1 (every node of the tree has one) is a
 Python list ``[c_1, ..., c_d]`` of arrays of coefficients (or their logs), each of shape
-``(..., nodes)``: coefficient-major, contiguous along the nodes of one tree level. The
-parent of nodes ``i`` and ``i + nodes/2`` is node ``i`` of the level above, so both
-children are contiguous slices.
+``(nodes, ...)``: coefficient-major, **nodes on the first axis** and the batch on the
+last, so every operation is a plain loop over contiguous batch rows. The parent of nodes
+``i`` and ``i + nodes/2`` is node ``i`` of the level above: both children of a level are
+contiguous blocks.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ __all__ = ["LOG_ESF", "tree_levels", "tree_top", "complement", "tree_backprop", 
 def _halves(level, half):
     """Children of node ``i`` of the next level up are nodes ``i`` and ``i + half``: contiguous
     halves (any pairing is valid, the polynomial is symmetric; contiguous slices are fast)."""
-    return [c[..., :half] for c in level], [c[..., half:] for c in level]
+    return [c[:half, ...] for c in level], [c[half:, ...] for c in level]
 
 
 def poly_mul(xp, a, b, degree, mode="log"):
@@ -61,19 +62,26 @@ def poly_mul(xp, a, b, degree, mode="log"):
     return out
 
 
+def pad_leaves(xp, leaves, mode="log"):
+    """Leaves ``(m, ...)`` padded with zeros (``-inf`` in log mode) to a power-of-two count."""
+    m = leaves.shape[0]
+    size = 1 << max(0, (m - 1).bit_length())
+    if size == m:
+        return leaves
+    pad = full_like_shape(xp, (size - m, *leaves.shape[1:]), NEG_INF if mode == "log" else 0.0, leaves)
+    return xp.concat([leaves, pad], axis=0)
+
+
 def tree_levels(xp, leaves, k, mode="log"):
     """All levels of the product tree of ``prod_i (1 + x_i t)``, truncated at ``k``.
 
-    ``leaves`` has shape ``(..., m)``: ``log x`` (``mode="log"``, ``-inf`` for a leaf
+    ``leaves`` has shape ``(m, ...)``: ``log x`` (``mode="log"``, ``-inf`` for a leaf
     equal to 0) or ``x >= 0`` (``mode="linear"``). The leaves are padded with zeros to a
     power of two. Returns a list of levels; level ``L`` is a list of ``min(2**L, k)``
-    arrays of shape ``(..., size / 2**L)``; the last level has a single node: the product.
+    arrays of shape ``(size / 2**L, ...)``; the last level has a single node: the product.
     """
-    m = leaves.shape[-1]
-    size = 1 << max(0, (m - 1).bit_length())
-    if size > m:
-        pad = full_like_shape(xp, (*leaves.shape[:-1], size - m), NEG_INF if mode == "log" else 0.0, leaves)
-        leaves = xp.concat([leaves, pad], axis=-1)
+    leaves = pad_leaves(xp, leaves, mode)
+    size = leaves.shape[0]
     level = [leaves] if k >= 1 else []
     levels = [level]
     while size > 1:
@@ -89,25 +97,25 @@ def tree_top(xp, levels, k, like, mode="log"):
 
     Degrees above the number of leaves are ``e_j = 0``.
     """
-    top = [c[..., 0] for c in levels[-1]]
+    top = [c[0, ...] for c in levels[-1]]
     while len(top) < k:
-        top.append(full_like_shape(xp, like.shape[:-1], NEG_INF if mode == "log" else 0.0, like))
+        top.append(full_like_shape(xp, like.shape[1:], NEG_INF if mode == "log" else 0.0, like))
     return top
 
 
 def complement(xp, levels, degree, m, mode="log"):
     """For every leaf ``i``: ``e_1 .. e_degree`` of the leaves other than ``i`` (logs in log mode).
 
-    Returns a list of ``degree`` arrays of shape ``(..., m)`` (the constant term 1 is
+    Returns a list of ``degree`` arrays of shape ``(m, ...)`` (the constant term 1 is
     implicit). Top-down over the tree: outside(child) = outside(parent) x sibling.
     """
     outside = []  # the root has nothing outside it: the polynomial 1
     for level in reversed(levels[:-1]):
-        first, second = _halves(level, level[0].shape[-1] // 2)
+        first, second = _halves(level, level[0].shape[0] // 2)
         out_first = poly_mul(xp, outside, second, degree, mode)
         out_second = poly_mul(xp, outside, first, degree, mode)
-        outside = [xp.concat([a, b], axis=-1) for a, b in zip(out_first, out_second)]
-    return [c[..., :m] for c in outside]
+        outside = [xp.concat([a, b], axis=0) for a, b in zip(out_first, out_second)]
+    return [c[:m, ...] for c in outside]
 
 
 def tree_backprop(xp, levels, cotangent, m):
@@ -121,9 +129,9 @@ def tree_backprop(xp, levels, cotangent, m):
     other factor is non-negative, so rounding errors stay within ``eps * depth`` of the
     same sum taken with absolute values.
     """
-    r = [g[..., None] for g in cotangent]
+    r = [g[None, ...] for g in cotangent]
     for level in reversed(levels[:-1]):
-        first, second = _halves(level, level[0].shape[-1] // 2)
+        first, second = _halves(level, level[0].shape[0] // 2)
         r_first, r_second = [], []
         for j in range(1, len(level) + 1):
             acc_1, acc_2 = r[j - 1], r[j - 1]
@@ -132,8 +140,8 @@ def tree_backprop(xp, levels, cotangent, m):
                 acc_2 = acc_2 + first[mm - 1] * r[j + mm - 1]
             r_first.append(acc_1)
             r_second.append(acc_2)
-        r = [xp.concat([a, b], axis=-1) for a, b in zip(r_first, r_second)]
-    return r[0][..., :m]
+        r = [xp.concat([a, b], axis=0) for a, b in zip(r_first, r_second)]
+    return r[0][:m, ...]
 
 
 def log_pi(xp, logx, outside, log_e, j):
@@ -143,7 +151,7 @@ def log_pi(xp, logx, outside, log_e, j):
     shape ``(...)``. Where ``e_j = 0`` the result is ``-inf`` (the term has no weight).
     """
     le = log_e[j - 1]
-    le = xp.where(xp.isfinite(le), le, xp.zeros_like(le))[..., None]
+    le = xp.where(xp.isfinite(le), le, xp.zeros_like(le))[None, ...]
     num = logx if j == 1 else logx + outside[j - 2]
     return num - le
 
@@ -153,9 +161,10 @@ def flatten_levels(levels):
     return tuple(c for level in levels for c in level)
 
 
-def unflatten_levels(flat, k):
-    """Inverse of :func:`flatten_levels`: level ``L`` holds ``min(2**L, k)`` arrays."""
-    levels, pos, width = [], 0, 1
+def unflatten_levels(flat, k, first_width=1):
+    """Inverse of :func:`flatten_levels`: level ``L`` holds ``min(2**L, k)`` arrays
+    (``first_width`` is ``2**L`` of the first level in ``flat``)."""
+    levels, pos, width = [], 0, first_width
     while pos < len(flat):
         n = min(width, k)
         levels.append(list(flat[pos : pos + n]))
@@ -164,26 +173,33 @@ def unflatten_levels(flat, k):
     return levels
 
 
+def _nodes_first(xp, x):
+    """``(..., m) -> (m, ...)``: the tree's layout."""
+    return xp.moveaxis(x, -1, 0) if x.ndim > 1 else x
+
+
 def _log_esf_forward(xp, x, *, static):
     (k,) = static
-    levels = tree_levels(xp, x, k)
-    top = tree_top(xp, levels, k, x)
+    xt = _nodes_first(xp, x)
+    levels = tree_levels(xp, xt, k)
+    top = tree_top(xp, levels, k, xt)
     zero = xp.zeros(x.shape[:-1], dtype=x.dtype, device=_device(x))
     out = xp.stack([zero, *top], axis=-1)
-    return out, flatten_levels(levels)
+    return out, flatten_levels(levels[1:])  # level 0 is (a view of) x: rebuilt in the backward
 
 
 def _log_esf_backward(xp, x, args, residuals, g, *, static):
     (k,) = static
     if k == 0:
         return xp.zeros_like(x)
-    levels = unflatten_levels(residuals, k)
-    log_e = tree_top(xp, levels, k, x)
+    xt = _nodes_first(xp, x)
+    levels = [[pad_leaves(xp, xt)], *unflatten_levels(residuals, k, first_width=2)]
+    log_e = tree_top(xp, levels, k, xt)
     outside = complement(xp, levels, k - 1, x.shape[-1])
-    dx = xp.zeros_like(x)
+    dx = xp.zeros_like(xt)
     for j in range(1, k + 1):
-        dx = dx + g[..., j : j + 1] * xp.exp(log_pi(xp, x, outside, log_e, j))
-    return dx
+        dx = dx + g[..., j][None, ...] * xp.exp(log_pi(xp, xt, outside, log_e, j))
+    return xp.moveaxis(dx, 0, -1) if x.ndim > 1 else dx
 
 
 LOG_ESF = Op("log_esf", _log_esf_forward, _log_esf_backward)

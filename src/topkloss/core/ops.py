@@ -200,7 +200,7 @@ def top_k_standard(xp, x, k):
             cols = arange_like(xp, x.shape[-1], x, dtype=i.dtype)[None, :]
         values.append(xp.max(x, axis=-1))
         indices.append(i)
-        x = xp.where(cols == i[:, None], xp.asarray(NEG_INF, dtype=x.dtype), x)
+        x = xp.where(cols == i[:, None], NEG_INF, x)
     return xp.stack(values, axis=-1), xp.stack(indices, axis=-1)
 
 

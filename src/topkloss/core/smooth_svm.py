@@ -68,7 +68,7 @@ def plan_mode(n_leaves, k, double):
 
 def _safe_log(xp, v):
     positive = v > 0
-    return xp.where(positive, xp.log(xp.where(positive, v, xp.ones_like(v))), xp.asarray(NEG_INF, dtype=v.dtype))
+    return xp.where(positive, xp.log(xp.where(positive, v, xp.ones_like(v))), NEG_INF)
 
 
 def _padded_table(xp, table, pad):
@@ -89,7 +89,7 @@ def _gather_degrees(xp, table, degrees, pad):
 def _forward_parts(xp, s, labels, k, tau, mode):
     """Everything both passes need: U's leaves and tree, w = 1/x_T and its tree, m = |T|, z_y."""
     n = s.shape[-1]
-    neg_inf = xp.asarray(NEG_INF, dtype=s.dtype)
+    neg_inf = NEG_INF  # a Python scalar: takes the array's dtype and device
     others = xp.where(onehot(xp, labels, n, s), neg_inf, s)
     vals, idx = top_k(xp, others, k)
     c = xp.min(vals, axis=-1, keepdims=True)  # the k-th largest (a min, not a slice: XLA keeps top_k)
@@ -100,13 +100,16 @@ def _forward_parts(xp, s, labels, k, tau, mode):
         leaves = xp.exp(leaves)
     s_y = take_columns(xp, s, labels[:, None])[:, 0]
     z_y = (s_y - c[:, 0]) / (k * tau)
-    top = vals[:, : k - 1]
-    log_w = xp.where(top > c, (c - top) / (k * tau), neg_inf)  # log(1/x_t) < 0 on T, -inf elsewhere
-    m = xp.sum(xp.astype(top > c, labels.dtype), axis=-1)
-    levels_u = tree_levels(xp, leaves, k, mode)
-    # w < 1: the same bound makes linear space exact for its (k-1)-leaf polynomial
-    levels_w = tree_levels(xp, xp.exp(log_w) if mode == "linear" else log_w, k - 1, mode) if k >= 2 else [[]]
-    return z_y, m, idx[:, : k - 1], levels_u, levels_w
+    # all k top values, never a slice of them: XLA turns top_k followed by a slice into a full
+    # sort. The k-th (= c) is not in T: its w is 0 (log w = -inf) and it adds nothing.
+    log_w = xp.where(vals > c, (c - vals) / (k * tau), neg_inf)  # log(1/x_t) < 0 on T, -inf elsewhere
+    m = xp.sum(xp.astype(vals > c, labels.dtype), axis=-1)
+    # the trees take nodes first, batch last: (n, batch), contiguous halves, vectorised rows
+    levels_u = tree_levels(xp, xp.permute_dims(leaves, (1, 0)), k, mode)
+    # w < 1: the same bound makes linear space exact for its polynomial
+    leaves_w = xp.permute_dims(xp.exp(log_w) if mode == "linear" else log_w, (1, 0))
+    levels_w = tree_levels(xp, leaves_w, k - 1, mode) if k >= 2 else [[]]
+    return z_y, m, idx, levels_u, levels_w
 
 
 def _log_e(xp, levels_u, levels_w, k, mode, zero):
@@ -157,7 +160,7 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     log_cd = _gather_degrees(xp, table_w, _degrees(xp, -m, k, 2 - k), k) - log_d[:, None]
     log_cn = [log_cn[:, j] for j in range(k)]
     log_cd = [log_cd[:, j] for j in range(k)]
-    leaves = levels_u[0][0][:, :n]
+    leaves = levels_u[0][0][:n, ...]  # (n, batch)
     if mode == "linear":
         cot = [xp.exp(a) - xp.exp(b) for a, b in zip(log_cn, log_cd)]
         d_z = leaves * tree_backprop(xp, levels_u, cot, n)
@@ -166,12 +169,13 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
         d_z = xp.zeros_like(leaves)
         for j in range(1, k + 1):
             log_term = leaves if j == 1 else leaves + outside[j - 2]
-            d_z = d_z + (xp.exp(log_term + log_cn[j - 1][:, None]) - xp.exp(log_term + log_cd[j - 1][:, None]))
+            d_z = d_z + (xp.exp(log_term + log_cn[j - 1][None, :]) - xp.exp(log_term + log_cd[j - 1][None, :]))
+    d_z = xp.permute_dims(d_z, (1, 0))
 
     # T: dr/dz_t = -sum_{b>=1} w_t e_{b-1}(w \ t) (e_{k-m+b}(U) / N - e_{k-1-m+b}(U) / D)
     if k >= 2:
-        w = levels_w[0][0][:, : k - 1]
-        out_w = complement(xp, levels_w, k - 2, k - 1, mode)
+        w = levels_w[0][0][:k, ...]  # (k, batch)
+        out_w = complement(xp, levels_w, k - 2, k, mode)
         log_comp = [w, *(w + o for o in out_w)] if mode == "log" else None
         table_u = _padded_table(xp, log_eu, k)
         log_an = _gather_degrees(xp, table_u, _degrees(xp, m, k, k), k) - log_n[:, None]
@@ -180,11 +184,11 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
         for b in range(1, k):
             if mode == "linear":  # w_t e_{b-1}(w \ t) <= e_b(w): in range
                 comp = w if b == 1 else w * out_w[b - 2]
-                d_t = d_t + comp * (xp.exp(log_ad[:, b : b + 1]) - xp.exp(log_an[:, b : b + 1]))
+                d_t = d_t + comp * (xp.exp(log_ad[:, b])[None, :] - xp.exp(log_an[:, b])[None, :])
             else:
                 lc = log_comp[b - 1]
-                d_t = d_t + (xp.exp(lc + log_ad[:, b : b + 1]) - xp.exp(lc + log_an[:, b : b + 1]))
-        d_z = d_z + scatter_columns(xp, d_t, idx_t, n, s)
+                d_t = d_t + (xp.exp(lc + log_ad[:, b][None, :]) - xp.exp(lc + log_an[:, b][None, :]))
+        d_z = d_z + scatter_columns(xp, xp.permute_dims(d_t, (1, 0)), idx_t, n, s)
 
     coef = (g * sigmoid(xp, r) / k)[:, None]
     return xp.where(onehot(xp, labels, n, s), -coef, coef * d_z)
@@ -209,7 +213,7 @@ def _hard_forward(xp, s, labels, *, static):
     k, alpha = static
     n = s.shape[-1]
     s_y = take_columns(xp, s, labels[:, None])[:, 0]
-    vals, idx = top_k(xp, xp.where(onehot(xp, labels, n, s), xp.asarray(NEG_INF, dtype=s.dtype), s), k)
+    vals, idx = top_k(xp, xp.where(onehot(xp, labels, n, s), NEG_INF, s), k)
     margin = alpha + (xp.min(vals, axis=-1) - s_y) / k
     loss = xp.maximum(margin, xp.zeros_like(margin))
     kth = take_columns(xp, idx, xp.argmin(vals, axis=-1)[:, None])  # index of the k-th largest
