@@ -246,8 +246,6 @@ def test_finite_for_finite_input(backend, dtype_name, entry):
         params = _params(entry, k, **_none(entry))
         if "tau" in params:  # the contract's range of temperatures
             params["tau"] = data.draw(st.sampled_from([1.0, 1e-3, 1e3]), label="tau")
-            # spread / (k tau) beyond the float range: known, pinned by test_smooth_svm_extreme_spread_small_tau
-            assume(not (params["tau"] < 1 and magnitude == limit))
         # the sum of n_samples values near max/2 overflows: pinned by test_noised_hinge_extreme_spread
         assume(not (entry.name == "noised_topk_hinge" and magnitude == limit))
         out = entry.call(xp, S, Y, extras, dtype=dtype, **params)
@@ -286,16 +284,10 @@ def test_noised_hinge_extreme_spread(dtype_name):
 
 # ---------------------------------------------------------------- smooth top-k SVM specifics
 
-EXTREME_SPREAD_BUG = (
-    "core/smooth_svm.py (reported): (s - c) / (k tau) overflows to -inf when the spread exceeds "
-    "k tau x the float max (tau = 1e-3, |s| ~ max/4), and the loss becomes inf (NumPy also warns "
-    "'overflow encountered in divide'); the exact loss, about alpha + spread / k, is representable"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=EXTREME_SPREAD_BUG)
 @pytest.mark.parametrize("backend, dtype_name", [("numpy", "float64"), ("numpy", "float32"), ("torch", "bfloat16")])
 def test_smooth_svm_extreme_spread_small_tau(backend, dtype_name):
+    """Regression: spread / (k tau) beyond the float range (tau = 1e-3, |s| ~ max/4) used to
+    overflow to an infinite loss; the exact loss, about alpha + spread / k, is representable."""
     xp = available(backend)
     m = LIMITS[dtype_name] / 4
     s = asarray(xp, np.array([[m, -m, 0.0, m / 2]]), getattr(xp, dtype_name))

@@ -1,7 +1,9 @@
 r"""Smooth and hard top-k SVM (Berrada, Zisserman, Kumar, ICLR 2018): forward and backward.
 
 The smooth loss is :math:`L = \tau\,\mathrm{softplus}(r)` with
-:math:`r = \alpha/\tau + \log e_k(x) - \log e_{k-1}(x) - z_y`, :math:`z = (s - c)/(k\tau)`,
+:math:`r = \alpha/\tau + \log e_k(x) - \log e_{k-1}(x) - z_y`, :math:`z = (s - c)/(k\tau)`
+(formed as :math:`\tau r = \alpha + \tau \log(N/D) - (s_y - c)/k`, see below, so that no
+finite scores overflow),
 :math:`x = \exp(z_{\setminus y})`, for any per-row constant :math:`c` (the loss is shift
 invariant).
 
@@ -42,9 +44,11 @@ import math
 
 from .esf import complement, flatten_levels, tree_backprop, tree_levels, tree_top, unflatten_levels
 from .op import Op
-from .ops import NEG_INF, _device, arange_like, logsumexp, onehot, scatter_columns, sigmoid, softplus, take_columns, top_k
+from .ops import NEG_INF, _device, arange_like, logsumexp, onehot, scatter_columns, sigmoid, take_columns, top_k
 
 __all__ = ["SMOOTH_TOPK_SVM", "TOPK_SVM", "plan_mode"]
+
+_Z_CLIP = 1e4  # |scaled differences| beyond this: exp underflows to exactly 0, sigmoid is exactly 0 or 1
 
 
 def _log_binom(n, k):
@@ -86,30 +90,36 @@ def _gather_degrees(xp, table, degrees, pad):
     return take_columns(xp, table, degrees + pad)
 
 
+def _scaled(xp, diff, scale):
+    """``diff / scale`` clipped to ``[-_Z_CLIP, _Z_CLIP]`` (clipped first: the division cannot overflow)."""
+    return xp.clip(diff, min=-_Z_CLIP * scale, max=_Z_CLIP * scale) / scale
+
+
 def _forward_parts(xp, s, labels, k, tau, mode):
-    """Everything both passes need: U's leaves and tree, w = 1/x_T and its tree, m = |T|, z_y."""
+    """Everything both passes need: U's leaves and tree, w = 1/x_T and its tree, m = |T|, s_y - c."""
     n = s.shape[-1]
     neg_inf = NEG_INF  # a Python scalar: takes the array's dtype and device
     others = xp.where(onehot(xp, labels, n, s), neg_inf, s)
     vals, idx = top_k(xp, others, k)
     c = xp.min(vals, axis=-1, keepdims=True)  # the k-th largest (a min, not a slice: XLA keeps top_k)
-    z = (others - c) / (k * tau)  # subtract before dividing: exact differences, one rounding
+    # subtract before dividing: exact differences, one rounding. Clipped at -_Z_CLIP: exp gives
+    # exactly 0 there already, and the division cannot overflow however far apart the scores are.
+    z = _scaled(xp, others - c, k * tau)
     in_t = z > 0
     leaves = xp.where(in_t, neg_inf, z)  # T leaves out of U (x = 0)
     if mode == "linear":
         leaves = xp.exp(leaves)
-    s_y = take_columns(xp, s, labels[:, None])[:, 0]
-    z_y = (s_y - c[:, 0]) / (k * tau)
+    d_y = take_columns(xp, s, labels[:, None])[:, 0] - c[:, 0]
     # all k top values, never a slice of them: XLA turns top_k followed by a slice into a full
     # sort. The k-th (= c) is not in T: its w is 0 (log w = -inf) and it adds nothing.
-    log_w = xp.where(vals > c, (c - vals) / (k * tau), neg_inf)  # log(1/x_t) < 0 on T, -inf elsewhere
+    log_w = xp.where(vals > c, _scaled(xp, c - vals, k * tau), neg_inf)  # log(1/x_t) < 0 on T, -inf elsewhere
     m = xp.sum(xp.astype(vals > c, labels.dtype), axis=-1)
     # the trees take nodes first, batch last: (n, batch), contiguous halves, vectorised rows
     levels_u = tree_levels(xp, xp.permute_dims(leaves, (1, 0)), k, mode)
     # w < 1: the same bound makes linear space exact for its polynomial
     leaves_w = xp.permute_dims(xp.exp(log_w) if mode == "linear" else log_w, (1, 0))
     levels_w = tree_levels(xp, leaves_w, k - 1, mode) if k >= 2 else [[]]
-    return z_y, m, idx, levels_u, levels_w
+    return d_y, m, idx, levels_u, levels_w
 
 
 def _log_e(xp, levels_u, levels_w, k, mode, zero):
@@ -130,16 +140,21 @@ def _degrees(xp, m, k, offset):
 def _smooth_forward(xp, s, labels, *, static):
     k, tau, alpha = static
     mode = plan_mode(s.shape[-1] - k, k, s.dtype == xp.float64)
-    z_y, m, idx_t, levels_u, levels_w = _forward_parts(xp, s, labels, k, tau, mode)
-    log_eu, log_ew = _log_e(xp, levels_u, levels_w, k, mode, xp.zeros_like(z_y))
+    d_y, m, idx_t, levels_u, levels_w = _forward_parts(xp, s, labels, k, tau, mode)
+    log_eu, log_ew = _log_e(xp, levels_u, levels_w, k, mode, xp.zeros_like(d_y))
     # N = sum_b e_b(w) e_{k-m+b}(U), D = sum_b e_b(w) e_{k-1-m+b}(U); e_b(w) = 0 for b > m
     table_u, ew = _padded_table(xp, log_eu, k), xp.stack(log_ew, axis=-1)
     log_n = logsumexp(xp, ew + _gather_degrees(xp, table_u, _degrees(xp, m, k, k), k), axis=-1)
     log_d = logsumexp(xp, ew + _gather_degrees(xp, table_u, _degrees(xp, m, k, k - 1), k), axis=-1)
-    r = (alpha / tau + (log_n - log_d)) - z_y
+    # L = tau softplus(r), r = alpha / tau + log(N / D) - (s_y - c) / (k tau). tau r is formed
+    # without dividing by tau (finite for any finite scores, and accurate near the hinge);
+    # r itself only enters through exp(-|r|) and the sigmoid, where clipping it changes nothing.
+    tau_r = (alpha + tau * (log_n - log_d)) - d_y / k
+    r = _scaled(xp, tau_r, tau)
+    loss = xp.maximum(tau_r, xp.zeros_like(tau_r)) + tau * xp.log1p(xp.exp(-xp.abs(r)))
     # residuals are distinct arrays (torch.compile): everything else is recomputed from the trees
     residuals = (r, log_n, log_d, m, idx_t, *flatten_levels(levels_u), *flatten_levels(levels_w))
-    return tau * softplus(xp, r), residuals
+    return loss, residuals
 
 
 def _smooth_backward(xp, s, args, residuals, g, *, static):
