@@ -359,7 +359,7 @@ def _ce_case(xp, dtype, name, params):
         pytest.skip("known bug, pinned by test_transition_fixed_weight_label_gradient_float32")
 
 
-@pytest.mark.xfail(strict=True, reason=FIXED_WEIGHT_BUG)
+# fixed: the label entry is formed as one sum of positive terms
 def test_transition_fixed_weight_label_gradient_float32(xp):
     fn = getattr(topkloss, "topk_transition", None)
     if fn is None:

@@ -5,8 +5,8 @@ calls the same core backward.
 
 Dask arrays are lazy: the core builds a task graph, chunk by chunk along the batch, and
 nothing is computed until ``.compute()``. array-api-compat's Dask namespace lacks
-``take_along_axis`` (array API 2024.12); :func:`namespace` hands the core a namespace
-that adds it. The label range of a Dask array is checked inside the graph, when its chunks
+``take_along_axis`` (array API 2024.12), and its ``clip`` materialises scalar bounds as
+full-size single chunks; :func:`namespace` hands the core a namespace that fixes both. The label range of a Dask array is checked inside the graph, when its chunks
 are computed (:func:`check_lazily`).
 """
 
@@ -70,7 +70,21 @@ class _Namespace(types.ModuleType):
 
 @functools.cache
 def _dask_namespace(base):
-    return _Namespace(base, take_along_axis=_dask_take_along_axis)
+    return _Namespace(base, take_along_axis=_dask_take_along_axis, clip=functools.partial(_dask_clip, base))
+
+
+def _dask_clip(base, x, /, min=None, max=None):
+    """``clip`` with scalar bounds, element by element: array-api-compat's Dask ``clip``
+    broadcasts the bounds to the full shape as single-chunk arrays, one task holding as
+    much memory as all the scores."""
+    import dask.array as da
+
+    if isinstance(min, (int, float, type(None))) and isinstance(max, (int, float, type(None))):
+        if min is None and max is None:
+            return x
+        out = da.clip(x, min, max)
+        return out if out.dtype == x.dtype else out.astype(x.dtype)
+    return base.clip(x, min=min, max=max)
 
 
 def _dask_take_along_axis(x, indices, /, *, axis=-1):

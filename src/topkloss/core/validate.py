@@ -39,6 +39,7 @@ def check_device(ref_name, ref_device, **devices):
 def check_scores(xp, scores, name="scores", ndim=2):
     if getattr(scores, "ndim", None) != ndim:
         raise ValueError(f"{name} must be a {ndim}-D array (batch, n_classes); got shape {tuple(scores.shape)}")
+    check_known_shape(scores, name)
     if not xp.isdtype(scores.dtype, "real floating"):
         raise TypeError(f"{name} must have a real floating dtype; got {scores.dtype}")
     if ndim == 2 and scores.shape[1] < 2:
@@ -51,6 +52,16 @@ def known(size):
     return size is not None and not (isinstance(size, float) and math.isnan(size))
 
 
+def check_known_shape(x, name):
+    """Every size of ``x`` is known: a Dask array after boolean indexing has unknown chunk
+    sizes, which the losses cannot lay out (say so, rather than fail inside the core)."""
+    if not all(known(d) for d in x.shape):
+        raise ValueError(
+            f"{name} must have a known shape; got {tuple(x.shape)} (a Dask array with unknown chunk "
+            f"sizes, e.g. after boolean indexing: call {name}.compute_chunk_sizes() first)"
+        )
+
+
 def check_labels(xp, labels, scores, check_values=True):
     """Labels: 1-D integers of the batch size of ``scores``, each in ``[0, n)``.
 
@@ -61,7 +72,8 @@ def check_labels(xp, labels, scores, check_values=True):
         raise ValueError(f"labels must be a 1-D array of class indices; got shape {tuple(labels.shape)}")
     if not xp.isdtype(labels.dtype, "integral"):
         raise TypeError(f"labels must have an integer dtype (class indices); got {labels.dtype}")
-    if known(labels.shape[0]) and known(scores.shape[0]) and labels.shape[0] != scores.shape[0]:
+    check_known_shape(labels, "labels")
+    if labels.shape[0] != scores.shape[0]:
         raise ValueError(
             f"labels must have one entry per row of scores: scores has {scores.shape[0]} rows, "
             f"labels has {labels.shape[0]} entries"
