@@ -262,16 +262,9 @@ def test_finite_for_finite_input(backend, dtype_name, entry):
     _check(xp, test, 0.6)
 
 
-NOISED_MEAN_BUG = (
-    "core/hinge.py (reported): the mean over the n_samples draws of (s + eps Z)_[k+1] - s_y sums first, "
-    "so with |s| ~ max/4 (loss about max/2, representable) the sum overflows: inf, and NumPy warns "
-    "'overflow encountered in reduce'"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=NOISED_MEAN_BUG)
 @pytest.mark.parametrize("dtype_name", ["float32", "float64"])
 def test_noised_hinge_extreme_spread(dtype_name):
+    """Regression: the mean over the draws summed first and overflowed at |s| ~ max/4."""
     fn = getattr(topkloss, "noised_topk_hinge", None)
     if fn is None:
         pytest.skip("noised_topk_hinge not implemented yet")
@@ -340,27 +333,16 @@ def _ce(s, y):
     p = np.exp(s - m)
     p /= p.sum(axis=-1, keepdims=True)
     g = p.copy()
-    g[np.arange(len(y)), y] -= 1
-    return lse - s[np.arange(len(y)), y], g
+    rows = np.arange(len(y))
+    g[rows, y] = 0.0
+    g[rows, y] = -g.sum(axis=-1)  # p_y - 1 = -(the others' mass): no cancellation when p_y -> 1
+    return lse - s[rows, y], g
 
 
 CE_CASES = [("smooth_topk_svm", dict(k=1, tau=1.0, alpha=0.0)), ("topk_transition", dict(k=1, weight="adaptive")),
             ("topk_transition", dict(k=1, weight=0.7))]
-FIXED_WEIGHT_BUG = (
-    "core/transition.py (reported): with a fixed weight the label's gradient (1 - weight)(p_y - 1) + ... "
-    "is a difference of near-equal terms when p_y -> 1; float32, s = [30, 0, 0], y = 0, k = 1, weight = 0.7: "
-    "computed 0, exact -1.87e-13 (the row's largest entry; the row no longer sums to 0)"
-)
-
-
-def _ce_case(xp, dtype, name, params):
-    f32 = to_numpy(asarray(xp, np.zeros(1), dtype)).dtype == np.float32
-    if f32 and params.get("weight") == 0.7:
-        pytest.skip("known bug, pinned by test_transition_fixed_weight_label_gradient_float32")
-
-
-# fixed: the label entry is formed as one sum of positive terms
 def test_transition_fixed_weight_label_gradient_float32(xp):
+    """The label's gradient -(1 - p_y) for p_y -> 1, formed without cancellation (was a pinned bug)."""
     fn = getattr(topkloss, "topk_transition", None)
     if fn is None:
         pytest.skip("topk_transition not implemented yet")
@@ -379,7 +361,6 @@ def test_cross_entropy_special_case(xp, dtype, name, params):
     if fn is None:
         pytest.skip(f"{name} not implemented yet")
     f32 = to_numpy(asarray(xp, np.zeros(1), dtype)).dtype == np.float32
-    _ce_case(xp, dtype, name, params)
 
     def test(data):
         b, n = _draw_shape(data, xp, min_n=2)

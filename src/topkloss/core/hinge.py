@@ -74,7 +74,8 @@ def _noised_forward(xp, s, labels, noise, *margins, static):
     p = d[:, None, :] + (noise if epsilon == 1.0 else epsilon * noise)
     v, hit, share = _selected(xp, p, k + 1)
     w = xp.sum(hit * (share / noise.shape[1]), axis=-2)
-    return _hinge(xp, xp.mean(v, axis=-1), w, mask, labels, margins, margin, scale)
+    # the mean as a sum of v / S: summing first overflows when |v| is near the float max
+    return _hinge(xp, xp.sum(v / noise.shape[1], axis=-1), w, mask, labels, margins, margin, scale)
 
 
 def _backward(xp, s, args, residuals, g, *, static):

@@ -47,19 +47,29 @@ def _forward(xp, s, *args, static):
     m = xp.max(values, axis=-1, keepdims=True)  # the row maximum (a slice would make XLA sort)
     top = topk_mask(xp, s, k, values=values)
     e = xp.exp(s - m)
-    s_top = xp.sum(xp.exp(values - m), axis=-1)
-    s_out = xp.sum(xp.where(top, 0.0, e), axis=-1)
-    total = s_top + s_out
-    ce = xp.log(total) - (take_rows(xp, s, labels) - m[:, 0])
+    e_top = xp.exp(values - m)
+    s_top = xp.sum(e_top, axis=-1)
+    s_y = take_rows(xp, s, labels)
+    e_y = xp.exp(s_y - m[:, 0])
     inside = take_rows(xp, top, labels)
+    # the other classes' mass, sum of positive terms without y (no 1 - p_y cancellation):
+    # outside T and not y, plus (when y is in T) T less one of its entries equal to s_y
+    not_y = xp.sum(xp.where(top | onehot(xp, labels, s.shape[-1], s), 0.0, e), axis=-1)
+    match = xp.astype(values == s_y[:, None], xp.int32)
+    first = (match == 1) & (xp.cumulative_sum(match, axis=-1) == 1)
+    top_not_y = xp.sum(xp.where(first, 0.0, e_top), axis=-1)
+    others = not_y + xp.where(inside, top_not_y, s_top)
+    s_out = not_y + xp.where(inside, 0.0, e_y)
+    total = s_top + s_out
+    ce = xp.log(total) - (s_y - m[:, 0])
     grouped = xp.where(inside, xp.log1p(s_out / s_top), ce)
     lam, rest = _weights(xp, kind, value, args, s_top, s_out, total)
-    return rest * ce + lam * grouped, (e, top, s_top, s_out, inside)
+    return rest * ce + lam * grouped, (e, top, s_top, s_out, inside, others, e_y)
 
 
 def _backward(xp, s, args, residuals, g, *, static):
     k, kind, value = static
-    e, top, s_top, s_out, inside = residuals
+    e, top, s_top, s_out, inside, others, e_y = residuals
     total = s_top + s_out
     lam, rest = _weights(xp, kind, value, args, s_top, s_out, total)
     # d loss / d s = e * (1/total - [j in T] λ'/S_T) - [j = y] (1 - λ'), with λ' = λ on rows
@@ -70,7 +80,10 @@ def _backward(xp, s, args, residuals, g, *, static):
     a = g / total
     b = g * (rest_in * s_top - lam_in * s_out) / (total * s_top)
     y = onehot(xp, args[0], s.shape[-1], s)
-    return e * xp.where(top, b[:, None], a[:, None]) - xp.where(y, (g * rest_in)[:, None], 0.0)
+    # the label's entry e_y b - g (1 - λ') cancels when p_y -> 1; as one sum of positive terms:
+    # -g [(1 - λ')(total - e_y) + λ' e_y S_out / S_T] / total
+    at_y = -g * (rest_in * others + lam_in * e_y * s_out / s_top) / total
+    return xp.where(y, at_y[:, None], e * xp.where(top, b[:, None], a[:, None]))
 
 
 TOPK_TRANSITION = Op("topk_transition", _forward, _backward)
