@@ -23,6 +23,8 @@ import topkloss
 # name -> (function, keyword arguments). Add a loss here to benchmark it on every backend.
 LOSSES = {
     "smooth_topk_svm": (topkloss.smooth_topk_svm, dict(k=5, tau=1.0, alpha=1.0)),
+    "smooth_topk_svm_k10": (topkloss.smooth_topk_svm, dict(k=10, tau=1.0, alpha=1.0)),
+    "smooth_topk_svm_k20": (topkloss.smooth_topk_svm, dict(k=20, tau=1.0, alpha=1.0)),
     "topk_svm": (topkloss.topk_svm, dict(k=5, alpha=1.0)),
     "topk_hinge": (topkloss.topk_hinge, dict(k=5, margin=1.0)),
     "noised_topk_hinge_5": (topkloss.noised_topk_hinge, dict(k=5, epsilon=1.0, n_samples=5, seed=0)),
@@ -30,7 +32,7 @@ LOSSES = {
     "topk_transition": (topkloss.topk_transition, dict(k=5, weight="adaptive")),
 }
 
-DEFAULT_SIZES = "256x100,256x1000,256x10000"
+DEFAULT_SIZES = "256x100,256x1000,256x10000,64x100000"
 
 
 # --- backends: each turns (fn, params) into a callable doing forward + backward ------------------
@@ -125,9 +127,41 @@ def run(backends, sizes, losses, repeat, dtype="float32"):
     return rows
 
 
-def format_table(rows, markdown=False):
-    head = ("backend", "batch", "n", "loss", "ms (fwd+bwd)", "CE ms", "ratio to CE")
-    body = [(b, str(bs), str(n), name, f"{t:.2f}", f"{c:.2f}", f"{r:.1f}x") for b, bs, n, name, t, c, r in rows]
+def peak_memory(sizes, losses):
+    """Peak memory of forward + backward on NumPy (``tracemalloc`` sees NumPy's allocations),
+    as a ratio to NumPy cross-entropy's: the algorithm's memory, independent of any framework's
+    allocator. Rows: (batch, n, loss, MiB, CE MiB, ratio)."""
+    import tracemalloc
+
+    rows = []
+    for batch, n in sizes:
+        rng = np.random.default_rng(0)
+        scores = rng.normal(size=(batch, n)).astype("float32")
+        labels = rng.integers(0, n, size=batch)
+        wrap = _numpy_setup(scores, labels)
+
+        def peak(step):
+            step()  # warm-up outside the measurement
+            tracemalloc.start()
+            step()
+            result = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            return result / 2**20
+
+        ce = peak(wrap(None, {}))
+        for name in losses:
+            mib = peak(wrap(*LOSSES[name]))
+            rows.append((batch, n, name, mib, ce, mib / ce))
+    return rows
+
+
+def format_memory(rows, markdown=False):
+    head = ("batch", "n", "loss", "peak MiB", "CE peak MiB", "ratio to CE")
+    body = [(str(b), str(n), name, f"{m:.1f}", f"{c:.1f}", f"{r:.1f}x") for b, n, name, m, c, r in rows]
+    return _table(head, body, markdown)
+
+
+def _table(head, body, markdown):
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in body]
@@ -135,6 +169,12 @@ def format_table(rows, markdown=False):
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(head)]
     fmt = "  ".join("{:>%d}" % w for w in widths)
     return "\n".join([fmt.format(*head)] + [fmt.format(*r) for r in body])
+
+
+def format_table(rows, markdown=False):
+    head = ("backend", "batch", "n", "loss", "ms (fwd+bwd)", "CE ms", "ratio to CE")
+    body = [(b, str(bs), str(n), name, f"{t:.2f}", f"{c:.2f}", f"{r:.1f}x") for b, bs, n, name, t, c, r in rows]
+    return _table(head, body, markdown)
 
 
 def machine():
@@ -148,11 +188,15 @@ def main(argv=None):
     p.add_argument("--losses", default=",".join(LOSSES))
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--memory", action="store_true", help="also print peak memory (NumPy, tracemalloc) per loss")
     a = p.parse_args(argv)
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
     rows = run(a.backends.split(","), sizes, a.losses.split(","), a.repeat)
     print(f"# {machine()}; float32, forward + backward, median of {a.repeat}")
     print(format_table(rows, markdown=a.markdown))
+    if a.memory:
+        print(f"\n# peak memory of forward + backward, NumPy float32 (tracemalloc), ratio to NumPy cross-entropy")
+        print(format_memory(peak_memory(sizes, a.losses.split(",")), markdown=a.markdown))
 
 
 if __name__ == "__main__":

@@ -32,10 +32,11 @@ def _check_contract(s32, y, k, tau, alpha=1.0):
     assert np.all(err <= grad_tol), f"gradient off by {np.max(err / grad_tol):.3g} x tolerance"
 
 
-@pytest.fixture(params=["planned", "log"])
+@pytest.fixture(params=["planned", "log", "linear64"])
 def mode(request, monkeypatch):
-    if request.param == "log":
-        monkeypatch.setattr(smooth_svm, "plan_mode", lambda *a: "log")
+    """The planned path, and each other exact path forced (log space; linear space in float64)."""
+    if request.param != "planned":
+        monkeypatch.setattr(smooth_svm, "plan_mode", lambda *a: request.param)
     return request.param
 
 
@@ -75,6 +76,9 @@ def test_float32_wide_rows(n, k):
 def test_plan_mode_is_static_and_sensible():
     assert smooth_svm.plan_mode(100_000, 5, double=False) == "linear"
     assert smooth_svm.plan_mode(100_000, 20, double=False) == "log"
+    assert smooth_svm.plan_mode(100_000, 20, double=False, float64_ok=True) == "linear64"
+    assert smooth_svm.plan_mode(100_000, 10, double=False, float64_ok=True) == "linear64"
+    assert smooth_svm.plan_mode(10**9, 200, double=False, float64_ok=True) == "log"
     assert smooth_svm.plan_mode(100_000, 20, double=True) == "linear"
     assert smooth_svm.plan_mode(99, 20, double=False) == "linear"
 

@@ -19,9 +19,10 @@ def _data(seed, batch, n, scale=2.0):
     return rng.normal(scale=scale, size=(batch, n)), rng.integers(0, n, size=batch)
 
 
-@pytest.fixture(params=["linear", "log"])
+@pytest.fixture(params=["linear", "log", "linear64"])
 def mode(request, monkeypatch):
-    """Run a test with the polynomial of U in linear space and in log space (both exact)."""
+    """Run a test with the polynomial of U in linear space, in log space, and in linear space in
+    float64 (all exact)."""
     monkeypatch.setattr(smooth_svm, "plan_mode", lambda *a: request.param)
     return request.param
 

@@ -250,3 +250,12 @@ def scatter_columns(xp, values, indices, n, like):
     for j in range(indices.shape[-1]):
         out = out + xp.where(cols == indices[:, j : j + 1], values[:, j : j + 1], zero)
     return out
+
+
+def float64_available(xp):
+    """Whether ``xp`` computes in float64 (JAX only with ``jax_enable_x64``). Static: no array is read."""
+    import sys
+
+    if getattr(xp, "__name__", "") == "jax.numpy":
+        return bool(sys.modules["jax"].config.read("jax_enable_x64"))
+    return hasattr(xp, "float64")

@@ -44,7 +44,7 @@ import math
 
 from .esf import complement, flatten_levels, tree_backprop, tree_levels, tree_top, unflatten_levels
 from .op import Op
-from .ops import NEG_INF, _device, arange_like, logsumexp, onehot, scatter_columns, sigmoid, take_columns, top_k
+from .ops import NEG_INF, _device, arange_like, float64_available, logsumexp, onehot, scatter_columns, sigmoid, take_columns, top_k
 
 __all__ = ["SMOOTH_TOPK_SVM", "TOPK_SVM", "plan_mode"]
 
@@ -55,19 +55,32 @@ def _log_binom(n, k):
     return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
 
 
-def plan_mode(n_leaves, k, double):
-    """``"linear"`` if e_0..e_k of ``n_leaves`` values in [0, 1] can be computed in linear
-    space without losing any term that matters, else ``"log"``.
-
-    The largest value is at most C(n_leaves, k); the smallest that can matter is
-    eps / (k 2^(k-1)). Linear space is exact when C(n_leaves, k) / that floor stays within
-    the dtype's normal range (with a margin of e^2).
-    """
-    if n_leaves <= 0 or k <= 0:
-        return "linear"
+def _linear_is_exact(n_leaves, k, double):
     eps, tiny = (2.0**-53, 2.2250738585072014e-308) if double else (2.0**-24, 1.1754943508222875e-38)
     floor = math.log(eps) - math.log(k) - (k - 1) * math.log(2.0)
-    return "linear" if _log_binom(max(n_leaves, k), k) - floor + 2.0 <= -math.log(tiny) else "log"
+    return _log_binom(max(n_leaves, k), k) - floor + 2.0 <= -math.log(tiny)
+
+
+def plan_mode(n_leaves, k, double, float64_ok=False):
+    """How to compute e_0..e_k of ``n_leaves`` values in [0, 1] without losing any term that matters.
+
+    ``"linear"``: linear space in the input's dtype; ``"linear64"``: linear space in float64
+    for float32 (or half) inputs, when float32's range is too narrow and ``float64_ok``;
+    ``"log"``: log space. The largest value is at most C(n_leaves, k); the smallest that can
+    matter is eps / (k 2^(k-1)) (eps of the input's dtype). Linear space is exact when
+    C(n_leaves, k) / that floor stays within the normal range (with a margin of e^2).
+    """
+    if n_leaves <= 0 or k <= 0 or _linear_is_exact(n_leaves, k, double):
+        return "linear"
+    if not double and float64_ok and _linear_is_exact(n_leaves, k, True):
+        return "linear64"
+    return "log"
+
+
+def _plan(xp, s, k):
+    """(tree mode, whether the trees run in float64) for scores ``s``: shapes and dtypes only."""
+    mode = plan_mode(s.shape[-1] - k, k, s.dtype == xp.float64, float64_available(xp))
+    return ("log" if mode == "log" else "linear"), mode == "linear64"
 
 
 def _safe_log(xp, v):
@@ -95,7 +108,7 @@ def _scaled(xp, diff, scale):
     return xp.clip(diff, min=-_Z_CLIP * scale, max=_Z_CLIP * scale) / scale
 
 
-def _forward_parts(xp, s, labels, k, tau, mode):
+def _forward_parts(xp, s, labels, k, tau, mode, wide):
     """Everything both passes need: U's leaves and tree, w = 1/x_T and its tree, m = |T|, s_y - c."""
     n = s.shape[-1]
     neg_inf = NEG_INF  # a Python scalar: takes the array's dtype and device
@@ -105,6 +118,8 @@ def _forward_parts(xp, s, labels, k, tau, mode):
     # subtract before dividing: exact differences, one rounding. Clipped at -_Z_CLIP: exp gives
     # exactly 0 there already, and the division cannot overflow however far apart the scores are.
     z = _scaled(xp, others - c, k * tau)
+    if wide:
+        z = xp.astype(z, xp.float64)
     in_t = z > 0
     leaves = xp.where(in_t, neg_inf, z)  # T leaves out of U (x = 0)
     if mode == "linear":
@@ -113,6 +128,8 @@ def _forward_parts(xp, s, labels, k, tau, mode):
     # all k top values, never a slice of them: XLA turns top_k followed by a slice into a full
     # sort. The k-th (= c) is not in T: its w is 0 (log w = -inf) and it adds nothing.
     log_w = xp.where(vals > c, _scaled(xp, c - vals, k * tau), neg_inf)  # log(1/x_t) < 0 on T, -inf elsewhere
+    if wide:
+        log_w = xp.astype(log_w, xp.float64)
     m = xp.sum(xp.astype(vals > c, labels.dtype), axis=-1)
     # the trees take nodes first, batch last: (n, batch), contiguous halves, vectorised rows
     levels_u = tree_levels(xp, xp.permute_dims(leaves, (1, 0)), k, mode)
@@ -139,9 +156,10 @@ def _degrees(xp, m, k, offset):
 
 def _smooth_forward(xp, s, labels, *, static):
     k, tau, alpha = static
-    mode = plan_mode(s.shape[-1] - k, k, s.dtype == xp.float64)
-    d_y, m, idx_t, levels_u, levels_w = _forward_parts(xp, s, labels, k, tau, mode)
-    log_eu, log_ew = _log_e(xp, levels_u, levels_w, k, mode, xp.zeros_like(d_y))
+    mode, wide = _plan(xp, s, k)
+    d_y, m, idx_t, levels_u, levels_w = _forward_parts(xp, s, labels, k, tau, mode, wide)
+    zero = xp.zeros_like(levels_u[0][0][0, ...])  # (batch,), in the trees' dtype
+    log_eu, log_ew = _log_e(xp, levels_u, levels_w, k, mode, zero)
     # N = sum_b e_b(w) e_{k-m+b}(U), D = sum_b e_b(w) e_{k-1-m+b}(U); e_b(w) = 0 for b > m
     table_u, ew = _padded_table(xp, log_eu, k), xp.stack(log_ew, axis=-1)
     log_n = logsumexp(xp, ew + _gather_degrees(xp, table_u, _degrees(xp, m, k, k), k), axis=-1)
@@ -149,19 +167,19 @@ def _smooth_forward(xp, s, labels, *, static):
     # L = tau softplus(r), r = alpha / tau + log(N / D) - (s_y - c) / (k tau). tau r is formed
     # without dividing by tau (finite for any finite scores, and accurate near the hinge);
     # r itself only enters through exp(-|r|) and the sigmoid, where clipping it changes nothing.
-    tau_r = (alpha + tau * (log_n - log_d)) - d_y / k
+    tau_r = (alpha + tau * (log_n - log_d)) - (xp.astype(d_y, zero.dtype) if wide else d_y) / k
     r = _scaled(xp, tau_r, tau)
     loss = xp.maximum(tau_r, xp.zeros_like(tau_r)) + tau * xp.log1p(xp.exp(-xp.abs(r)))
     # residuals are distinct arrays (torch.compile): everything else is recomputed from the trees
     residuals = (r, log_n, log_d, m, idx_t, *flatten_levels(levels_u), *flatten_levels(levels_w))
-    return loss, residuals
+    return (xp.astype(loss, s.dtype) if wide else loss), residuals
 
 
 def _smooth_backward(xp, s, args, residuals, g, *, static):
     k, tau, alpha = static
     (labels,) = args
     n = s.shape[-1]
-    mode = plan_mode(n - k, k, s.dtype == xp.float64)
+    mode, wide = _plan(xp, s, k)
     r, log_n, log_d, m, idx_t = residuals[:5]
     n_u = len(flatten_levels(tree_levels_shape(n, k)))
     levels_u = unflatten_levels(residuals[5 : 5 + n_u], k)
@@ -186,6 +204,8 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
             log_term = leaves if j == 1 else leaves + outside[j - 2]
             d_z = d_z + (xp.exp(log_term + log_cn[j - 1][None, :]) - xp.exp(log_term + log_cd[j - 1][None, :]))
     d_z = xp.permute_dims(d_z, (1, 0))
+    if wide:
+        d_z = xp.astype(d_z, s.dtype)
 
     # T: dr/dz_t = -sum_{b>=1} w_t e_{b-1}(w \ t) (e_{k-m+b}(U) / N - e_{k-1-m+b}(U) / D)
     if k >= 2:
@@ -203,9 +223,12 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
             else:
                 lc = log_comp[b - 1]
                 d_t = d_t + (xp.exp(lc + log_ad[:, b][None, :]) - xp.exp(lc + log_an[:, b][None, :]))
-        d_z = d_z + scatter_columns(xp, xp.permute_dims(d_t, (1, 0)), idx_t, n, s)
+        d_t = xp.permute_dims(d_t, (1, 0))
+        d_z = d_z + scatter_columns(xp, xp.astype(d_t, s.dtype) if wide else d_t, idx_t, n, s)
 
     coef = (g * sigmoid(xp, r) / k)[:, None]
+    if wide:
+        coef = xp.astype(coef, s.dtype)
     return xp.where(onehot(xp, labels, n, s), -coef, coef * d_z)
 
 
