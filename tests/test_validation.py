@@ -9,6 +9,7 @@ read (``jax.jit``, ``torch.compile``, ``torch.func``, the ``meta`` device, Dask)
 from __future__ import annotations
 
 import importlib
+import re
 
 import numpy as np
 import pytest
@@ -58,9 +59,19 @@ BAD_SCORES_LABELS = [
 ]
 
 
-@pytest.mark.parametrize("entry", BASE, ids=ids(BASE))
-@pytest.mark.parametrize("case", BAD_SCORES_LABELS, ids=[c[0] for c in BAD_SCORES_LABELS])
-def test_bad_scores_and_labels(xp, entry, case):
+def _bad_cases():
+    """Every case for every function on NumPy; every case on every backend for one function
+    (the checks live in one place, prepare_scores_labels, whatever the function)."""
+    for entry in BASE:
+        for case in BAD_SCORES_LABELS:
+            backends = ["numpy"] if entry is not BASE[0] else ["numpy", "array_api_strict", "torch", "jax", "cupy"]
+            for backend in backends:
+                yield pytest.param(backend, entry, case, id=f"{backend}-{entry.id}-{case[0]}")
+
+
+@pytest.mark.parametrize("backend, entry, case", list(_bad_cases()))
+def test_bad_scores_and_labels(backend, entry, case):
+    xp = available(backend)
     _, make, exc, arg = case
     s, y = _data(xp)
     scores, labels = make(xp, s, y)
@@ -240,11 +251,6 @@ def test_mixed_devices_array_api_strict(entry):
         entry.call(xs, xs.asarray(s, device=other), y, _extras(entry))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug (reported): constants made with xp.asarray(value, dtype=...) without device= land on "
-    "the default device (core/ops.py top_k_standard, smooth_svm, hinge, transition); remove this mark once fixed",
-)
 @pytest.mark.parametrize("entry", ALL, ids=ids(ALL))
 def test_output_on_the_input_device(entry):
     """Everything the core allocates goes on the input's device (not the default one)."""
@@ -263,9 +269,10 @@ def test_output_on_the_input_device(entry):
 # ---------------------------------------------------------------- empty batch
 
 @pytest.mark.parametrize("entry", LOSSES, ids=ids(LOSSES))
-def test_empty_batch(xp, entry, dtype):
+def test_empty_batch(xp, entry):
     """Decided: an empty batch has loss 0 with "mean" (the empty sum over max(batch, 1)), 0 with
     "sum", shape (0,) with "none", and a (0, n) gradient."""
+    dtype = xp.float64
     s, y = _data(xp, batch=0, dtype=dtype)
     extras = _extras(entry, batch=0)
     for reduction in ("mean", "sum"):
@@ -348,8 +355,9 @@ def _unchecked(call):
     or the backend's own IndexError where it bounds-checks a gather), but never our check."""
     try:
         call()
-    except Exception as exc:  # noqa: BLE001 - any backend error is allowed, ours is not
-        assert "labels must be in" not in str(exc)
+    except (IndexError, RuntimeError) as exc:  # a backend's bounds check of a gather, nothing else
+        if not re.search(r"out of (bounds|range)", str(exc)):
+            raise
 
 
 @pytest.mark.parametrize("entry", ALL, ids=ids(ALL))
@@ -364,13 +372,16 @@ def test_value_checks_skipped_under_jax_jit(entry):
 @pytest.mark.parametrize("entry", ALL, ids=ids(ALL))
 def test_value_checks_skipped_under_torch_transforms(entry):
     torch = pytest.importorskip("torch")
+    torch._dynamo.reset()  # one lambda per entry: fresh recompile counts
     s, y = _out_of_range(available("torch"))
     extras = {k: torch.asarray(a) for k, a in _extras(entry).items()}
     fn = entry.fn
     f = lambda s, y: fn(s, y, **entry.params, **extras)  # noqa: E731
-    torch.compile(f, fullgraph=True, backend="eager")(s, y)
-    torch.func.vmap(f, in_dims=(None, 0))(s, torch.stack([y, y]))  # batched labels are wrapped
-    f(s.to("meta"), y.to("meta"))  # values of a meta tensor do not exist
+    # not checked (the backend may still bounds-check a gather: garbage in, an IndexError out)
+    _unchecked(lambda: torch.compile(f, fullgraph=True, backend="eager")(s, y))
+    _unchecked(lambda: torch.func.vmap(f, in_dims=(None, 0))(s, torch.stack([y, y])))  # batched labels are wrapped
+    meta = {k: a.to("meta") for k, a in extras.items()}
+    fn(s.to("meta"), y.to("meta"), **entry.params, **meta)  # values of a meta tensor do not exist
 
 
 @pytest.mark.parametrize("entry", ALL, ids=ids(ALL))
