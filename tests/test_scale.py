@@ -192,8 +192,18 @@ def test_jax_batch_sharded_under_jit(jax_report, entry):
     assert r["value_err"] <= 1e-12 and r["grad_err"] <= 1e-12, r
 
 
+def _known_failure(result, reason, what):
+    """``result`` (a dict of the subprocess's report) has no error; or, pinned as a known failure
+    with ``reason``, still has one (else the pin must go) and the test is an expected failure."""
+    if reason is None:
+        assert "error" not in result, result
+        return
+    assert "error" in result, f"{what} now works: remove it from the known failures"
+    pytest.xfail(f"{reason} (reported): {result['error']}")
+
+
 EAGER_SHARDED_FAILS = {
-    "topk_hinge": "core/hinge.py _selected / core/ops.full_like_shape (reported): xp.full((), ..., device=x.device) "
+    "topk_hinge": "core/hinge.py _selected / core/ops.full_like_shape: xp.full((), ..., device=x.device) "
     "gets the batch-sharded NamedSharding of x, which a 0-d array cannot have",
 }
 EAGER_SHARDED_FAILS["noised_topk_hinge"] = EAGER_SHARDED_FAILS["topk_hinge"]
@@ -205,10 +215,7 @@ def test_jax_eager_call_on_sharded_arrays_per_sample(jax_report, entry):
     """Without jit, on batch-sharded arrays: per-sample values right, and still sharded."""
     entry.fn
     r = jax_report[entry.id]["eager"]
-    if entry.name in EAGER_SHARDED_FAILS:
-        assert "error" in r, f"{entry.id} now works eagerly on sharded arrays: remove it from EAGER_SHARDED_FAILS"
-        pytest.xfail(f"{EAGER_SHARDED_FAILS[entry.name]}: {r['error']}")
-    assert "error" not in r, r
+    _known_failure(r, EAGER_SHARDED_FAILS.get(entry.name), f"{entry.id} eagerly on sharded arrays")
     assert r["err"] <= 1e-12, r
     if entry.reductions:
         assert "batch" in r["spec"], r  # per-sample losses stay on their devices
@@ -245,10 +252,7 @@ EXPLICIT = [e for e in ALL if not e.variant or e.id == "topk_hinge[margin-array]
 def test_jax_explicit_sharding_mode(jax_report, entry):
     entry.fn
     r = jax_report[entry.id]["explicit"]
-    if entry.id in EXPLICIT_FAILS:
-        assert "error" in r, f"{entry.id} now works in explicit mode: remove it from EXPLICIT_FAILS"
-        pytest.xfail(f"{EXPLICIT_FAILS[entry.id]} (reported): {r['error']}")
-    assert "error" not in r, r
+    _known_failure(r, EXPLICIT_FAILS.get(entry.id), f"{entry.id} in explicit mode")
     assert r["value_err"] <= 1e-12 and r["grad_err"] <= 1e-12, r
 
 

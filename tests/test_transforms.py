@@ -13,6 +13,8 @@ differentiable there and finite differences are exact away from their kinks.
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -53,18 +55,24 @@ def _close(actual, desired, rtol=1e-12, atol=1e-12):
 
 # ---------------------------------------------------------------- PyTorch
 
+def _framework(name):
+    available(name)  # or a clean skip
+    return importlib.import_module(name)
+
+
+def _inputs(asarray, entry):
+    """(scores, labels, extra arrays) of the test data, made arrays by ``asarray``."""
+    s, y = _data()
+    return asarray(s.copy()), asarray(y), {k: asarray(a) for k, a in _extras_np(entry).items()}
+
+
 @pytest.fixture(scope="module")
 def torch():
-    available("torch")
-    import torch
-
-    return torch
+    return _framework("torch")
 
 
 def _torch_inputs(torch, entry):
-    s, y = _data()
-    extras = {k: torch.asarray(a) for k, a in _extras_np(entry).items()}
-    return torch.asarray(s.copy()), torch.asarray(y), extras
+    return _inputs(torch.asarray, entry)
 
 
 # The default backend (inductor) generates and compiles C++: about 5 s per loss on a CPU. It
@@ -163,17 +171,26 @@ def _per_sample(entry, fn_params):
     return f
 
 
+def _vmap_setup(entry):
+    """The one-sample function of the batch's rows and extras, and its vmap axes."""
+    params = dict(entry.params, **({"reduction": "sum"} if entry.reductions else {}))
+    return _per_sample(entry, params), (0, 0, *_vmap_dims(entry))
+
+
+def _close_rows(values, entry, s, y):
+    """A metric under vmap: each row's value is that of a call on the row alone (hit or miss)."""
+    rows = [to_numpy(entry.fn(s[i : i + 1], y[i : i + 1], **entry.params)) for i in range(B)]
+    _close(values, np.array(rows))
+
+
 @pytest.mark.parametrize("entry", ALL, ids=ids(ALL))
 def test_torch_func_vmap(torch, entry):
     """vmap over the batch of one-sample calls gives the per-sample values (and gradients)."""
     s, y, extras = _torch_inputs(torch, entry)
-    params = dict(entry.params, **({"reduction": "sum"} if entry.reductions else {}))
-    f = _per_sample(entry, params)
-    in_dims = (0, 0, *_vmap_dims(entry))
+    f, in_dims = _vmap_setup(entry)
     values = torch.func.vmap(f, in_dims=in_dims)(s, y, *extras.values())
-    if not entry.differentiable:  # a metric of one row: hit or miss
-        rows = [to_numpy(entry.fn(s[i : i + 1], y[i : i + 1], **entry.params)) for i in range(B)]
-        _close(values, np.array(rows))
+    if not entry.differentiable:
+        _close_rows(values, entry, s, y)
         return
     want_values, want_grads = _reference(entry, "none")
     _close(values, want_values)
@@ -198,16 +215,11 @@ def test_torch_gradcheck(torch, entry):
 
 @pytest.fixture(scope="module")
 def jax():
-    available("jax")
-    import jax
-
-    return jax
+    return _framework("jax")
 
 
 def _jax_inputs(jax, entry):
-    s, y = _data()
-    extras = {k: jax.numpy.asarray(a) for k, a in _extras_np(entry).items()}
-    return jax.numpy.asarray(s), jax.numpy.asarray(y), extras
+    return _inputs(jax.numpy.asarray, entry)
 
 
 @pytest.mark.parametrize("entry", ALL, ids=ids(ALL))
@@ -227,13 +239,9 @@ def test_jax_jit_and_grad(jax, entry):
 @pytest.mark.parametrize("entry", ALL, ids=ids(ALL))
 def test_jax_vmap(jax, entry):
     s, y, extras = _jax_inputs(jax, entry)
-    params = dict(entry.params, **({"reduction": "sum"} if entry.reductions else {}))
-    f = _per_sample(entry, params)
-    in_axes = (0, 0, *_vmap_dims(entry))
+    f, in_axes = _vmap_setup(entry)
     if not entry.differentiable:
-        values = jax.jit(jax.vmap(f, in_axes=in_axes))(s, y, *extras.values())
-        rows = [to_numpy(entry.fn(s[i : i + 1], y[i : i + 1], **entry.params)) for i in range(B)]
-        _close(values, np.array(rows))
+        _close_rows(jax.jit(jax.vmap(f, in_axes=in_axes))(s, y, *extras.values()), entry, s, y)
         return
     want_values, want_grads = _reference(entry, "none")
     values, grads = jax.jit(jax.vmap(jax.value_and_grad(f), in_axes=in_axes))(s, y, *extras.values())
