@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -131,11 +133,17 @@ def test_inputs_are_not_modified(xp):
 
 
 # --- every backend agrees, in its own array type and dtype ----------------------------------------
+@functools.cache
+def _agree_case():
+    """Inputs (float32-representable, the same for every dtype) and their brute-force losses."""
+    s, y = _data(4, 6, 12)
+    s = s.astype(np.float32).astype(np.float64)
+    return s, y, ref.smooth_topk_svm(s, y, 5, 1.0, 1.0)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_backends_agree(xp, dtype, reduction):
-    s, y = _data(4, 6, 30)
-    s = s.astype(np.float32).astype(np.float64)  # the same (float32-representable) inputs for every dtype
-    want = ref.smooth_topk_svm(s, y, 5, 1.0, 1.0)
+    s, y, want = _agree_case()
     want = {"mean": want.mean(), "sum": want.sum(), "none": want}[reduction]
     a = asarray(xp, s, dtype)
     value, grad = VG_SMOOTH(a, asarray(xp, y), k=5, reduction=reduction)
@@ -144,7 +152,7 @@ def test_backends_agree(xp, dtype, reduction):
         assert_array_type(out, xp)
         assert out.dtype == dtype
         assert_close(out, want, rtol=1e-12 if dtype == xp.float64 else 1e-5, atol=1e-6)
-    assert grad.dtype == dtype and tuple(grad.shape) == (6, 30)
+    assert grad.dtype == dtype and tuple(grad.shape) == (6, 12)
     g64 = VG_SMOOTH(s, y, k=5, reduction=reduction)[1]
     assert_close(grad, g64, rtol=0, atol=1e-12 if dtype == xp.float64 else 1e-6)
 

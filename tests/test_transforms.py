@@ -117,11 +117,7 @@ SCHEDULES = {"smooth_topk_svm": ("tau", (1.0, 0.5, 0.2)), "topk_svm": ("alpha", 
              "topk_transition": ("weight", (0.5, 0.25, 1.0))}
 
 
-SCHEDULE_BUGS = {
-    "smooth_topk_svm": "core/smooth_svm.py _scaled (reported): xp.clip with bounds -c * k * tau; array-api-compat's "
-    "torch clip calls math.isnan on a scalar bound, which dynamo cannot trace once tau is a symbolic float "
-    "(use xp.maximum / xp.minimum, or torch.clamp)",
-}
+SCHEDULE_BUGS: dict = {}  # none known (smooth_topk_svm's tau schedule was fixed: where instead of clip)
 SCHEDULED = [
     pytest.param(e, id=e.id, marks=[pytest.mark.xfail(strict=True, reason=SCHEDULE_BUGS[e.name])] if e.name in SCHEDULE_BUGS else [])
     for e in LOSSES

@@ -104,8 +104,12 @@ def _gather_degrees(xp, table, degrees, pad):
 
 
 def _scaled(xp, diff, scale):
-    """``diff / scale`` clipped to ``[-_Z_CLIP, _Z_CLIP]`` (clipped first: the division cannot overflow)."""
-    return xp.clip(diff, min=-_Z_CLIP * scale, max=_Z_CLIP * scale) / scale
+    """``diff / scale`` clipped to ``[-_Z_CLIP, _Z_CLIP]`` (clipped first: the division cannot overflow).
+
+    Two ``where`` rather than ``clip``: array-api-compat's torch ``clip`` inspects its bounds in
+    Python, which dynamo cannot trace once ``scale`` is a symbolic float (a tau schedule)."""
+    bound = _Z_CLIP * scale
+    return xp.where(diff < -bound, -bound, xp.where(diff > bound, bound, diff)) / scale
 
 
 def _forward_parts(xp, s, labels, k, tau, mode, wide):
