@@ -42,7 +42,10 @@ from backends import asarray, name_of, to_numpy
 from conftest import available
 from loss_table import ALL, LOSSES, ids
 
-EXAMPLES = {"numpy": 16, "array_api_strict": 6, "torch": 10, "jax": 4, "cupy": 10}
+BASE = [e for e in ALL if not e.variant]  # one entry per function where extra arrays change nothing
+BASE_LOSSES = [e for e in LOSSES if not e.variant]
+
+EXAMPLES = {"numpy": 12, "array_api_strict": 5, "torch": 8, "jax": 4, "cupy": 8}
 # shapes: (batch, n) per backend; JAX eager compiles once per shape and k, so it gets one
 SHAPES = {"jax": ((4,), (6,))}
 DEFAULT_SHAPES = ((1, 2, 3, 4), (3, 4, 5, 6, 8))
@@ -122,7 +125,7 @@ def _none(entry):
 
 # ---------------------------------------------------------------- shift invariance
 
-@pytest.mark.parametrize("entry", ALL, ids=ids(ALL))
+@pytest.mark.parametrize("entry", BASE, ids=ids(BASE))
 def test_shift_invariance(xp, dtype, entry):
     """loss(s + c) == loss(s) with one c per row, up to large offsets (|c| <= 1e4).
 
@@ -170,7 +173,7 @@ def _grad_tol(entry, s, k, g, f32, copies=1):
 
 # ---------------------------------------------------------------- gradient rows sum to zero
 
-@pytest.mark.parametrize("entry", LOSSES, ids=ids(LOSSES))
+@pytest.mark.parametrize("entry", BASE_LOSSES, ids=ids(BASE_LOSSES))
 def test_gradient_rows_sum_to_zero(xp, dtype, entry):
     """Shift invariance, differentiated: every row of the gradient sums to 0 (to rounding of
     the n entries, each within the contract's tolerance in float32)."""
@@ -231,7 +234,7 @@ LIMITS = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38, "float32": 3.40
           "float64": 1.7976931348623157e308}
 
 
-@pytest.mark.parametrize("entry", ALL, ids=ids(ALL))
+@pytest.mark.parametrize("entry", BASE, ids=ids(BASE))
 @pytest.mark.parametrize("backend, dtype_name", FLOATS, ids=[f"{b}-{d}" for b, d in FLOATS])
 def test_finite_for_finite_input(backend, dtype_name, entry):
     """Any finite scores with |s| <= max/4 of the dtype (so the loss itself, about
