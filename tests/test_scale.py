@@ -202,11 +202,7 @@ def _known_failure(result, reason, what):
     pytest.xfail(f"{reason} (reported): {result['error']}")
 
 
-EAGER_SHARDED_FAILS = {
-    "topk_hinge": "core/hinge.py _selected / core/ops.full_like_shape: xp.full((), ..., device=x.device) "
-    "gets the batch-sharded NamedSharding of x, which a 0-d array cannot have",
-}
-EAGER_SHARDED_FAILS["noised_topk_hinge"] = EAGER_SHARDED_FAILS["topk_hinge"]
+EAGER_SHARDED_FAILS: dict = {}  # none known (the hinge's 0-d fill took the sharding of x: fixed with ones_like)
 BASE = [e for e in ALL if not e.variant]
 
 

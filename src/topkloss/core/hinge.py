@@ -33,7 +33,7 @@ the noise) in ``args``.
 from __future__ import annotations
 
 from .op import Op
-from .ops import full_like_shape, kth_largest, onehot, pick
+from .ops import kth_largest, onehot, pick
 
 __all__ = ["TOPK_HINGE", "NOISED_TOPK_HINGE"]
 
@@ -45,7 +45,7 @@ def _selected(xp, p, j):
     v = xp.reshape(kth_largest(xp, xp.reshape(p, (-1, p.shape[-1])), j), (*p.shape[:-1], 1))
     hit = xp.astype(p == v, p.dtype)
     count = xp.sum(hit, axis=-1, keepdims=True)  # >= 1: v is an entry of p (unless NaN)
-    return v[..., 0], hit, 1 / xp.maximum(count, full_like_shape(xp, (), 1.0, p))
+    return v[..., 0], hit, 1 / xp.maximum(count, xp.ones_like(count))  # ones_like: keeps device / sharding
 
 
 def _hinge(xp, gap, w, mask, labels, margins, margin, scale):
