@@ -40,6 +40,9 @@ docs-plots: $(VENV)/.installed-test
 # Rerun the benchmark and rewrite docs/benchmarks/cpu.md and docs/img/bench_cpu.png.
 bench-docs: $(VENV)/.installed-test
 	$(PY) docs/scripts/bench_docs.py
+	$(PY) benchmarks/bench_losses.py --memory-only --markdown --sizes 256x10000,64x100000 \
+		--losses smooth_topk_svm,smooth_topk_svm_k10,smooth_topk_svm_k20,topk_hinge,noised_topk_hinge_5,topk_transition \
+		> docs/benchmarks/memory.md
 
 clean:
 	rm -rf $(VENV) site build dist

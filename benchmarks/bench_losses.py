@@ -189,8 +189,14 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--memory", action="store_true", help="also print peak memory (NumPy, tracemalloc) per loss")
+    p.add_argument("--memory-only", action="store_true", help="print only the peak-memory table")
     a = p.parse_args(argv)
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
+    if a.memory_only:
+        caption = f"{machine()}; peak memory of forward + backward, NumPy float32 (tracemalloc), ratio to NumPy cross-entropy"
+        print(f"*{caption}*\n" if a.markdown else f"# {caption}")
+        print(format_memory(peak_memory(sizes, a.losses.split(",")), markdown=a.markdown))
+        return
     rows = run(a.backends.split(","), sizes, a.losses.split(","), a.repeat)
     print(f"# {machine()}; float32, forward + backward, median of {a.repeat}")
     print(format_table(rows, markdown=a.markdown))
