@@ -21,13 +21,14 @@ the classes other than ``y`` and split those classes into :math:`T = \{i : s_i >
 two sums of positive terms with :math:`N, D \ge 1` (:math:`U` holds the :math:`k - m`
 classes tied at :math:`c`, each with :math:`x = 1`). Computing :math:`\log e_k` and
 :math:`\log e_{k-1}` separately would instead cancel the large terms the top classes
-share (a float32 error of :math:`\epsilon \sum_j |z_{[j]}|`, up to 5e-4 at spreads of 1e4).
+share (a float32 error of :math:`\epsilon \sum_j |z_{[j]}|`, beyond the contract at spreads of 1e4).
 
 Because :math:`x_U \le 1` and :math:`N, D \ge 1`, no term of :math:`e_j(x_U)` below
 :math:`\epsilon / (k\,2^{k-1})` can change the result: when the largest possible value,
 :math:`\binom{|U|}{k}`, keeps that floor above the dtype's smallest normal number, the
 polynomial of :math:`U` is computed in **linear space** (products and sums, no exp/log per
-term), else in log space (:func:`plan_mode`; shapes and dtype decide, never values).
+term); for float32 inputs where only float64's range suffices, in linear space in float64;
+else in log space (:func:`plan_mode`; shapes and dtype decide, never values).
 
 **Gradient.** With :math:`p = \sigma(r)`, :math:`\partial L/\partial s = (p/k)\,\partial r /
 \partial z`, which is :math:`-1` at ``y``;
