@@ -1,7 +1,9 @@
 """Forward + backward time of each topkloss loss against the same backend's cross-entropy.
 
-Run: ``python benchmarks/bench_losses.py`` (or ``make bench``). Options: ``--backends``,
-``--sizes`` (BATCHxN, comma separated), ``--losses``, ``--repeat``, ``--markdown``.
+Run: ``python benchmarks/bench_losses.py`` (or ``make bench``). Options: ``--backends``
+(torch, jax, numpy, cupy), ``--device`` (cpu or cuda: where torch and JAX arrays live; CuPy is
+always on the GPU), ``--sizes`` (BATCHxN, comma separated), ``--losses``, ``--repeat``,
+``--markdown``, ``--memory``.
 
 Every loss and the cross-entropy baseline of the same backend are timed in the same run,
 interleaved, on the same inputs; the table reports the median time of each and their ratio.
@@ -10,6 +12,7 @@ interleaved, on the same inputs; the table reports the median time of each and t
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -36,30 +39,44 @@ DEFAULT_SIZES = "256x100,256x1000,256x10000,64x100000"
 
 
 # --- backends: each turns (fn, params) into a callable doing forward + backward ------------------
-def _numpy_setup(scores, labels):
+def _numpy_setup(scores, labels, device="cpu", xp=np, sync=lambda: None):
+    scores, labels = xp.asarray(scores), xp.asarray(labels)
+    rows = xp.arange(len(labels))
+
     def ce(s, y):
         m = s.max(axis=1, keepdims=True)
-        e = np.exp(s - m)
+        e = xp.exp(s - m)
         z = e.sum(axis=1, keepdims=True)
-        loss = np.mean(np.log(z[:, 0]) + m[:, 0] - s[np.arange(len(y)), y])
+        loss = xp.mean(xp.log(z[:, 0]) + m[:, 0] - s[rows, y])
         g = e / z
-        g[np.arange(len(y)), y] -= 1.0
+        g[rows, y] -= 1.0
         return loss, g / len(y)
 
     def wrap(fn, params):
-        if fn is None:
-            return lambda: ce(scores, labels)
-        vg = topkloss.value_and_grad(fn)
-        return lambda: vg(scores, labels, **params)
+        vg = (lambda s, y: ce(s, y)) if fn is None else functools.partial(topkloss.value_and_grad(fn), **params)
+
+        def step():
+            out = vg(scores, labels)
+            sync()
+            return out
+
+        return step
 
     return wrap
 
 
-def _torch_setup(scores, labels):
+def _cupy_setup(scores, labels, device="cuda"):
+    import cupy
+
+    return _numpy_setup(scores, labels, xp=cupy, sync=cupy.cuda.get_current_stream().synchronize)
+
+
+def _torch_setup(scores, labels, device="cpu"):
     import torch
 
-    s = torch.asarray(scores).requires_grad_(True)
-    y = torch.asarray(labels)
+    s = torch.asarray(scores, device=device).requires_grad_(True)
+    y = torch.asarray(labels, device=device)
+    sync = torch.cuda.synchronize if s.is_cuda else (lambda: None)
 
     def wrap(fn, params):
         f = (lambda a, b: torch.nn.functional.cross_entropy(a, b)) if fn is None else (lambda a, b: fn(a, b, **params))
@@ -67,6 +84,7 @@ def _torch_setup(scores, labels):
         def step():
             s.grad = None
             f(s, y).backward()
+            sync()
             return s.grad
 
         return step
@@ -74,11 +92,12 @@ def _torch_setup(scores, labels):
     return wrap
 
 
-def _jax_setup(scores, labels):
+def _jax_setup(scores, labels, device="cpu"):
     import jax
     import jax.numpy as jnp
 
-    s, y = jnp.asarray(scores), jnp.asarray(labels)
+    dev = jax.devices("gpu" if device == "cuda" else "cpu")[0]
+    s, y = jax.device_put(jnp.asarray(scores), dev), jax.device_put(jnp.asarray(labels), dev)
 
     def ce(a, b):
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(a), b[:, None], axis=1))
@@ -91,7 +110,7 @@ def _jax_setup(scores, labels):
     return wrap
 
 
-BACKENDS = {"numpy": _numpy_setup, "torch": _torch_setup, "jax": _jax_setup}
+BACKENDS = {"numpy": _numpy_setup, "torch": _torch_setup, "jax": _jax_setup, "cupy": _cupy_setup}
 
 
 def _time_once(step):
@@ -100,7 +119,7 @@ def _time_once(step):
     return time.perf_counter() - t0
 
 
-def run(backends, sizes, losses, repeat, dtype="float32"):
+def run(backends, sizes, losses, repeat, dtype="float32", device="cpu"):
     rows = []
     for backend in backends:
         for batch, n in sizes:
@@ -108,8 +127,8 @@ def run(backends, sizes, losses, repeat, dtype="float32"):
             scores = rng.normal(size=(batch, n)).astype(dtype)
             labels = rng.integers(0, n, size=batch)
             try:
-                wrap = BACKENDS[backend](scores, labels)
-            except ImportError as exc:
+                wrap = BACKENDS[backend](scores, labels, device=device)
+            except (ImportError, RuntimeError) as exc:  # not installed, or no such device
                 print(f"# skipping {backend}: {exc}", file=sys.stderr)
                 break
             steps = {"cross_entropy": wrap(None, {})}
@@ -124,6 +143,8 @@ def run(backends, sizes, losses, repeat, dtype="float32"):
             for name in losses:
                 t = statistics.median(times[name])
                 rows.append((backend, batch, n, name, t * 1e3, ce * 1e3, t / ce))
+            done = ", ".join(f"{r[3]} {r[6]:.1f}x" for r in rows[-len(losses) :])
+            print(f"# {backend} {batch}x{n}: CE {ce * 1e3:.3f} ms; {done}", file=sys.stderr, flush=True)
     return rows
 
 
@@ -155,6 +176,34 @@ def peak_memory(sizes, losses):
     return rows
 
 
+def cuda_peak_memory(sizes, losses):
+    """Peak memory of forward + backward of torch on the GPU, above what the inputs hold
+    (``torch.cuda.max_memory_allocated``), as a ratio to torch cross-entropy's. Same rows as
+    :func:`peak_memory`."""
+    import torch
+
+    rows = []
+    for batch, n in sizes:
+        rng = np.random.default_rng(0)
+        scores = rng.normal(size=(batch, n)).astype("float32")
+        labels = rng.integers(0, n, size=batch)
+        wrap = _torch_setup(scores, labels, device="cuda")
+
+        def peak(step):
+            step()  # warm-up outside the measurement
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            step()
+            return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+        ce = peak(wrap(None, {}))
+        for name in losses:
+            mib = peak(wrap(*LOSSES[name]))
+            rows.append((batch, n, name, mib, ce, mib / ce))
+    return rows
+
+
 def format_memory(rows, markdown=False):
     head = ("batch", "n", "loss", "peak MiB", "CE peak MiB", "ratio to CE")
     body = [(str(b), str(n), name, f"{m:.1f}", f"{c:.1f}", f"{r:.1f}x") for b, n, name, m, c, r in rows]
@@ -177,8 +226,13 @@ def format_table(rows, markdown=False):
     return _table(head, body, markdown)
 
 
-def machine():
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+def machine(device="cpu"):
+    host = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+    if device != "cpu":
+        import torch
+
+        host = f"{torch.cuda.get_device_name()} (torch {torch.__version__}); host {host}"
+    return host
 
 
 def main(argv=None):
@@ -187,8 +241,13 @@ def main(argv=None):
     p.add_argument("--sizes", default=DEFAULT_SIZES, help="BATCHxN,... (default %(default)s)")
     p.add_argument("--losses", default=",".join(LOSSES))
     p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where torch and JAX arrays live")
     p.add_argument("--markdown", action="store_true")
-    p.add_argument("--memory", action="store_true", help="also print peak memory (NumPy, tracemalloc) per loss")
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="also print peak memory per loss (NumPy with tracemalloc; with --device cuda, torch on the GPU)",
+    )
     p.add_argument("--memory-only", action="store_true", help="print only the peak-memory table")
     a = p.parse_args(argv)
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
@@ -197,10 +256,13 @@ def main(argv=None):
         print(f"*{caption}*\n" if a.markdown else f"# {caption}")
         print(format_memory(peak_memory(sizes, a.losses.split(",")), markdown=a.markdown))
         return
-    rows = run(a.backends.split(","), sizes, a.losses.split(","), a.repeat)
-    print(f"# {machine()}; float32, forward + backward, median of {a.repeat}")
+    rows = run(a.backends.split(","), sizes, a.losses.split(","), a.repeat, device=a.device)
+    print(f"# {machine(a.device)}; float32, forward + backward, median of {a.repeat}")
     print(format_table(rows, markdown=a.markdown))
-    if a.memory:
+    if a.memory and a.device == "cuda":
+        print(f"\n# peak GPU memory of forward + backward above the inputs, torch float32, ratio to torch cross-entropy")
+        print(format_memory(cuda_peak_memory(sizes, a.losses.split(",")), markdown=a.markdown))
+    elif a.memory:
         print(f"\n# peak memory of forward + backward, NumPy float32 (tracemalloc), ratio to NumPy cross-entropy")
         print(format_memory(peak_memory(sizes, a.losses.split(",")), markdown=a.markdown))
 

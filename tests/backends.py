@@ -2,15 +2,21 @@
 
 array-api-strict always runs; NumPy, PyTorch and JAX (with x64 enabled) when installed;
 CuPy only with a working GPU. A missing backend is a clean skip, never an error.
+
+``TOPKLOSS_TEST_TORCH_DEVICE=cuda`` puts the suite's torch arrays on that device (for a run on
+a GPU machine; JAX already puts its arrays on the GPU when it has one).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 
 import numpy as np
 
 NAMES = ("array_api_strict", "numpy", "torch", "jax", "cupy")
+
+TORCH_DEVICE = os.environ.get("TOPKLOSS_TEST_TORCH_DEVICE", "cpu")
 
 
 def load(name):
@@ -50,7 +56,7 @@ def asarray(xp, a, dtype=None):
     if name_of(xp) == "torch":
         import torch
 
-        out = torch.asarray(a.copy())
+        out = torch.asarray(a.copy(), device=TORCH_DEVICE)
     else:
         out = xp.asarray(a)
     if dtype is not None:

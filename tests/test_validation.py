@@ -374,7 +374,7 @@ def test_value_checks_skipped_under_torch_transforms(entry):
     torch = pytest.importorskip("torch")
     torch._dynamo.reset()  # one lambda per entry: fresh recompile counts
     s, y = _out_of_range(available("torch"))
-    extras = {k: torch.asarray(a) for k, a in _extras(entry).items()}
+    extras = {k: torch.asarray(a, device=s.device) for k, a in _extras(entry).items()}
     fn = entry.fn
     f = lambda s, y: fn(s, y, **entry.params, **extras)  # noqa: E731
     # not checked (the backend may still bounds-check a gather: garbage in, an IndexError out)
