@@ -28,3 +28,16 @@ def available(name):
     if mod is None:
         pytest.skip(reason)
     return mod
+
+
+def force_level_forms(monkeypatch, stacked):
+    """Every linear-space tree level of the polynomial engine in one form: all stacked, or all
+    lists (the planned choice mixes them by size, degree and device: ``esf.level_forms``)."""
+    from topkloss.core import esf
+
+    real = esf.level_forms
+
+    def forms(m, k, rest=1, mode="linear", accelerator=False):
+        return [stacked and mode == "linear" for _ in real(m, k, rest, mode, accelerator)]
+
+    monkeypatch.setattr(esf, "level_forms", forms)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import topkloss
+from conftest import force_level_forms
 from topkloss.core import smooth_svm
 
 VG = topkloss.value_and_grad(topkloss.smooth_topk_svm)
@@ -32,10 +33,13 @@ def _check_contract(s32, y, k, tau, alpha=1.0):
     assert np.all(err <= grad_tol), f"gradient off by {np.max(err / grad_tol):.3g} x tolerance"
 
 
-@pytest.fixture(params=["planned", "log", "linear64"])
+@pytest.fixture(params=["planned", "stacked", "log", "linear64"])
 def mode(request, monkeypatch):
-    """The planned path, and each other exact path forced (log space; linear space in float64)."""
-    if request.param != "planned":
+    """The planned path; the planned path with every linear tree level stacked; and each other
+    exact path forced (log space; linear space in float64)."""
+    if request.param == "stacked":
+        force_level_forms(monkeypatch, True)
+    elif request.param != "planned":
         monkeypatch.setattr(smooth_svm, "plan_mode", lambda *a: request.param)
     return request.param
 

@@ -10,6 +10,7 @@ import pytest
 import reference as ref
 import topkloss
 from backends import asarray, assert_array_type, assert_close, to_numpy
+from conftest import force_level_forms
 from topkloss.core import smooth_svm
 
 VG_SMOOTH = topkloss.value_and_grad(topkloss.smooth_topk_svm)
@@ -21,11 +22,14 @@ def _data(seed, batch, n, scale=2.0):
     return rng.normal(scale=scale, size=(batch, n)), rng.integers(0, n, size=batch)
 
 
-@pytest.fixture(params=["linear", "log", "linear64"])
+@pytest.fixture(params=["linear", "linear-stacked", "linear-lists", "log", "linear64", "linear64-stacked"])
 def mode(request, monkeypatch):
-    """Run a test with the polynomial of U in linear space, in log space, and in linear space in
-    float64 (all exact)."""
-    monkeypatch.setattr(smooth_svm, "plan_mode", lambda *a: request.param)
+    """Run a test with the polynomial of U in linear space (tree levels as planned, all stacked,
+    all lists), in log space, and in linear space in float64 (all exact)."""
+    plan, _, forms = request.param.partition("-")
+    monkeypatch.setattr(smooth_svm, "plan_mode", lambda *a: plan)
+    if forms:
+        force_level_forms(monkeypatch, forms == "stacked")
     return request.param
 
 

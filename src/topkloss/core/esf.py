@@ -24,10 +24,12 @@ contiguous blocks.
 
 from __future__ import annotations
 
-from .op import Op
-from .ops import NEG_INF, _device, full_like_shape, logsumexp_list
+import math
 
-__all__ = ["LOG_ESF", "tree_levels", "tree_top", "complement", "tree_backprop", "log_pi"]
+from .op import Op
+from .ops import NEG_INF, _device, full_like_shape, logsumexp_list, on_accelerator
+
+__all__ = ["LOG_ESF", "tree_levels", "tree_top", "complement", "tree_backprop", "log_pi", "level_structure"]
 
 
 def _halves(level, half):
@@ -72,24 +74,133 @@ def pad_leaves(xp, leaves, mode="log"):
     return xp.concat([leaves, pad], axis=0)
 
 
+OP_COST = {False: 16384, True: 1 << 20}
+"""The fixed cost of one array operation, in elements moved, on a CPU (``False``: a few
+microseconds of Python and dispatch) and on an accelerator (``True``: a kernel launch, in
+which an H100 moves about a million elements)."""
+
+STACK_BUDGET = 2.0
+"""A stacked level's transient array may hold at most this many times the padded leaves'
+elements (or :data:`STACK_SMALL`): memory stays within a small multiple of the input's."""
+
+STACK_SMALL = 1 << 22
+
+
+def _list_ops(d_child, d):
+    """Array operations of one list-form product of two degree-``d_child`` polynomials at ``d``."""
+    ops = 0
+    for j in range(1, d + 1):
+        pairs = max(0, min(d_child, j - 1) - max(1, j - d_child) + 1)
+        terms = (j <= d_child) * 2 + pairs
+        ops += pairs + terms - 1
+    return ops
+
+
+def level_forms(m, k, rest=1, mode="linear", accelerator=False):
+    """Per level above the leaves, whether it is *stacked* (one array of coefficients) or a list.
+
+    A stacked product costs about ten array operations whatever the degree, where the list
+    product costs one or two per pair of coefficients (``O(k^2)``); but the stacked form moves
+    a transient ``(K, d+1, nodes, ...)`` array (:func:`stacked_product`), about six times its
+    size in memory traffic. Each level takes the cheaper form under a simple cost model
+    (operations times :data:`OP_COST` plus elements moved), within :data:`STACK_BUDGET`: the
+    wide levels near the leaves stay lists, the deep levels where every node has degree ``k``
+    are stacked (on a GPU, where operations are dear, nearly all). Log space always uses lists.
+    Static: ``m`` leaves, degree ``k``, ``rest`` = the size of the other axes; never values.
+    """
+    size = 1 << max(0, (m - 1).bit_length())
+    op_cost = OP_COST[bool(accelerator)]
+    limit = max(STACK_BUDGET * size * rest, STACK_SMALL)
+    forms, d_child, h = [], 1, size // 2
+    while h >= 1 and k >= 1:
+        d = min(2 * d_child, k)
+        transient = d * (d_child + 1) * h * rest
+        list_cost = _list_ops(d_child, d) * (op_cost + 3 * h * rest)
+        stacked_cost = 10 * op_cost + 6 * transient
+        forms.append(mode == "linear" and stacked_cost < list_cost and 2 * transient <= limit)
+        d_child, h = d, h // 2
+    return forms
+
+
+def _index(xp, values, like):
+    return xp.asarray(values, dtype=xp.int32, device=_device(like))
+
+
+def _with_one(xp, a):
+    """``(d, ...) -> (d + 1, ...)``: the constant term 1 first."""
+    return xp.concat([xp.ones_like(a[:1, ...]), a], axis=0)
+
+
+def stacked_product(xp, a, b, degree):
+    """Product of two stacked polynomials with constant term 1, truncated at ``degree``.
+
+    ``a``: ``(da, h, ...)`` holds coefficients 1..da, ``b`` likewise: returns ``(K, h, ...)``,
+    ``K = min(da + db, degree)``. ``C_j = sum_i A_{j-i} B_i``: one gather builds the Toeplitz
+    array ``A_{j-i}`` (``(K, db + 1, h, ...)``, zero outside ``0..da``), one product and one sum
+    over ``i`` finish. Elementwise products and sums only (never ``matmul``, which TF32 settings
+    would round): every term is non-negative, as in the list form.
+    """
+    da, db = a.shape[0], b.shape[0]
+    big = min(da + db, degree)
+    a_ext = xp.concat([xp.ones_like(a[:1, ...]), a, xp.zeros_like(a[:1, ...])], axis=0)  # 1, a_1..a_da, 0
+    idx = [j - i if 0 <= j - i <= da else da + 1 for j in range(1, big + 1) for i in range(db + 1)]
+    toeplitz = xp.reshape(xp.take(a_ext, _index(xp, idx, a), axis=0), (big, db + 1, *a.shape[1:]))
+    return xp.sum(toeplitz * _with_one(xp, b)[None, ...], axis=1)
+
+
+def _stacked_backprop(xp, r, level):
+    """One level of :func:`tree_backprop` in stacked form: ``r`` ``(dp, h, ...)`` are the
+    parents' cotangents of coefficients 1..dp, ``level`` ``(dc, 2h, ...)`` the children; returns
+    the children's ``(dc, 2h, ...)``: ``R_c,j = sum_{m=0..dc} S_m R_p,j+m`` with ``S`` the
+    sibling (``S_0 = 1``, ``R_p`` zero above ``dp``)."""
+    dp, h = r.shape[0], r.shape[1]
+    dc = level.shape[0]
+    rest = level.shape[2:]
+    pairs = xp.reshape(level, (dc, 2, h, *rest))  # node i and its sibling i + h
+    sibling = _with_one(xp, xp.flip(pairs, axis=1))  # (dc + 1, 2, h, ...)
+    r_ext = xp.concat([r, xp.zeros_like(r[:1, ...])], axis=0)  # r_1..r_dp, 0
+    idx = [min(j + mm - 1, dp) for j in range(1, dc + 1) for mm in range(dc + 1)]
+    hankel = xp.reshape(xp.take(r_ext, _index(xp, idx, r), axis=0), (dc, dc + 1, 1, h, *rest))
+    return xp.reshape(xp.sum(hankel * sibling[None, ...], axis=1), (dc, 2 * h, *rest))
+
+
+def _as_list(level):
+    return level if isinstance(level, list) else [level[j, ...] for j in range(level.shape[0])]
+
+
+def _as_stack(xp, level):
+    return level if not isinstance(level, list) else xp.stack(level, axis=0)
+
+
 def tree_levels(xp, leaves, k, mode="log"):
     """All levels of the product tree of ``prod_i (1 + x_i t)``, truncated at ``k``.
 
     ``leaves`` has shape ``(m, ...)``: ``log x`` (``mode="log"``, ``-inf`` for a leaf
     equal to 0) or ``x >= 0`` (``mode="linear"``). The leaves are padded with zeros to a
-    power of two. Returns a list of levels; level ``L`` is a list of ``min(2**L, k)``
-    arrays of shape ``(size / 2**L, ...)``; the last level has a single node: the product.
+    power of two. Returns a list of levels; level ``L`` holds ``min(2**L, k)`` coefficients
+    of ``size / 2**L`` nodes: a list of arrays of shape ``(size / 2**L, ...)``, or (a stacked
+    level, see :func:`level_forms`) one array of shape ``(min(2**L, k), size / 2**L, ...)``.
+    Level 0 is the list ``[leaves]``; the last level has a single node: the product.
     """
+    forms = level_forms(leaves.shape[0], k, _rest(leaves), mode, on_accelerator(leaves))
     leaves = pad_leaves(xp, leaves, mode)
     size = leaves.shape[0]
     level = [leaves] if k >= 1 else []
     levels = [level]
-    while size > 1:
+    for stacked in forms:
         size //= 2
-        first, second = _halves(level, size)
-        level = poly_mul(xp, first, second, k, mode)
+        if stacked:
+            both = _as_stack(xp, level)
+            level = stacked_product(xp, both[:, :size, ...], both[:, size:, ...], k)
+        else:
+            first, second = _halves(_as_list(level), size)
+            level = poly_mul(xp, first, second, k, mode)
         levels.append(level)
     return levels
+
+
+def _rest(x):
+    return math.prod(x.shape[1:])
 
 
 def tree_top(xp, levels, k, like, mode="log"):
@@ -97,7 +208,7 @@ def tree_top(xp, levels, k, like, mode="log"):
 
     Degrees above the number of leaves are ``e_j = 0``.
     """
-    top = [c[0, ...] for c in levels[-1]]
+    top = [c[0, ...] for c in _as_list(levels[-1])]
     while len(top) < k:
         top.append(full_like_shape(xp, like.shape[1:], NEG_INF if mode == "log" else 0.0, like))
     return top
@@ -127,10 +238,18 @@ def tree_backprop(xp, levels, cotangent, m):
     needs only ``d`` of them, so the wide levels near the leaves carry 1 or 2 arrays (the
     complement polynomials would carry ``k - 1`` at every level). Signs may mix; every
     other factor is non-negative, so rounding errors stay within ``eps * depth`` of the
-    same sum taken with absolute values.
+    same sum taken with absolute values. Stacked levels (:func:`level_forms`) are walked in
+    stacked form.
     """
     r = [g[None, ...] for g in cotangent]
-    for level in reversed(levels[:-1]):
+    for child, parent in zip(reversed(levels[:-1]), reversed(levels[1:])):
+        if not isinstance(parent, list):  # the level above was computed stacked: so is its backprop
+            level = _as_stack(xp, child)
+            r = _as_stack(xp, r)
+            r = _stacked_backprop(xp, r[: min(r.shape[0], 2 * level.shape[0]), ...], level)
+            continue
+        level = _as_list(child)
+        r = _as_list(r)
         first, second = _halves(level, level[0].shape[0] // 2)
         r_first, r_second = [], []
         for j in range(1, len(level) + 1):
@@ -141,7 +260,7 @@ def tree_backprop(xp, levels, cotangent, m):
             r_first.append(acc_1)
             r_second.append(acc_2)
         r = [xp.concat([a, b], axis=0) for a, b in zip(r_first, r_second)]
-    return r[0][:m, ...]
+    return _as_list(r)[0][:m, ...]
 
 
 def log_pi(xp, logx, outside, log_e, j):
@@ -158,19 +277,30 @@ def log_pi(xp, logx, outside, log_e, j):
 
 def flatten_levels(levels):
     """The tree's levels as one flat tuple of arrays (what autograd frameworks can save)."""
-    return tuple(c for level in levels for c in level)
+    return tuple(a for level in levels for a in (level if isinstance(level, list) else [level]))
 
 
-def unflatten_levels(flat, k, first_width=1):
-    """Inverse of :func:`flatten_levels`: level ``L`` holds ``min(2**L, k)`` arrays
-    (``first_width`` is ``2**L`` of the first level in ``flat``)."""
-    levels, pos, width = [], 0, first_width
-    while pos < len(flat):
-        n = min(width, k)
-        levels.append(list(flat[pos : pos + n]))
-        pos += n
-        width *= 2
+def unflatten_levels(flat, structure):
+    """Inverse of :func:`flatten_levels`; ``structure`` is :func:`level_structure`'s."""
+    levels, pos = [], 0
+    for width in structure:
+        if width == 0:  # a stacked level: one array
+            levels.append(flat[pos])
+            pos += 1
+        else:
+            levels.append(list(flat[pos : pos + width]))
+            pos += width
     return levels
+
+
+def level_structure(m, k, rest=1, mode="linear", accelerator=False):
+    """What :func:`tree_levels` returns for ``m`` leaves, per level: the number of arrays of
+    a list level, 0 for a stacked one (level 0, the leaves, is a list of one array)."""
+    out, width = [1 if k >= 1 else 0], 1
+    for stacked in level_forms(m, k, rest, mode, accelerator):
+        width *= 2
+        out.append(0 if stacked else min(width, k))
+    return out
 
 
 def _nodes_first(xp, x):
@@ -193,7 +323,8 @@ def _log_esf_backward(xp, x, args, residuals, g, *, static):
     if k == 0:
         return xp.zeros_like(x)
     xt = _nodes_first(xp, x)
-    levels = [[pad_leaves(xp, xt)], *unflatten_levels(residuals, k, first_width=2)]
+    structure = level_structure(xt.shape[0], k, _rest(xt), "log")
+    levels = [[pad_leaves(xp, xt)], *unflatten_levels(residuals, structure[1:])]
     log_e = tree_top(xp, levels, k, xt)
     outside = complement(xp, levels, k - 1, x.shape[-1])
     dx = xp.zeros_like(xt)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import sys
+
 import array_api_compat
 
 NEG_INF = -math.inf
@@ -21,6 +23,24 @@ def _device(x):
         return x.device
     except Exception:
         return array_api_compat.device(x)
+
+
+def on_accelerator(x):
+    """Whether ``x`` lives on a GPU or another accelerator: static metadata, never values.
+
+    A traced JAX array has no device yet: JAX's default backend answers for it."""
+    module = type(x).__module__
+    if module.startswith("cupy"):
+        return True
+    try:
+        dev = _device(x)
+    except Exception:
+        dev = None
+    kind = getattr(dev, "type", None) or getattr(dev, "platform", None)
+    if not isinstance(kind, str):
+        jax = sys.modules.get("jax")
+        return jax is not None and module.startswith("jax") and jax.default_backend() != "cpu"
+    return kind not in ("cpu", "meta")
 
 
 def full_like_shape(xp, shape, value, like):

@@ -43,9 +43,9 @@ from __future__ import annotations
 
 import math
 
-from .esf import complement, flatten_levels, tree_backprop, tree_levels, tree_top, unflatten_levels
+from .esf import complement, flatten_levels, level_structure, tree_backprop, tree_levels, tree_top, unflatten_levels
 from .op import Op
-from .ops import NEG_INF, _device, arange_like, float64_available, logsumexp, onehot, scatter_columns, sigmoid, take_columns, top_k
+from .ops import NEG_INF, _device, arange_like, on_accelerator, float64_available, logsumexp, onehot, scatter_columns, sigmoid, take_columns, top_k
 
 __all__ = ["SMOOTH_TOPK_SVM", "TOPK_SVM", "plan_mode"]
 
@@ -186,9 +186,12 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     n = s.shape[-1]
     mode, wide = _plan(xp, s, k)
     r, log_n, log_d, m, idx_t = residuals[:5]
-    n_u = len(flatten_levels(tree_levels_shape(n, k)))
-    levels_u = unflatten_levels(residuals[5 : 5 + n_u], k)
-    levels_w = unflatten_levels(residuals[5 + n_u :], k - 1) if k >= 2 else [[]]
+    batch, accelerator = s.shape[0], on_accelerator(s)
+    structure_u = level_structure(n, k, batch, mode, accelerator)
+    n_u = sum(max(w, 1) for w in structure_u)
+    levels_u = unflatten_levels(residuals[5 : 5 + n_u], structure_u)
+    structure_w = level_structure(k, k - 1, batch, mode, accelerator)
+    levels_w = unflatten_levels(residuals[5 + n_u :], structure_w) if k >= 2 else [[]]
     zero = xp.zeros_like(r)
     log_eu, log_ew = _log_e(xp, levels_u, levels_w, k, mode, zero)
 
@@ -215,17 +218,17 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     # T: dr/dz_t = -sum_{b>=1} w_t e_{b-1}(w \ t) (e_{k-m+b}(U) / N - e_{k-1-m+b}(U) / D)
     if k >= 2:
         w = levels_w[0][0][:k, ...]  # (k, batch)
-        out_w = complement(xp, levels_w, k - 2, k, mode)
-        log_comp = [w, *(w + o for o in out_w)] if mode == "log" else None
         table_u = _padded_table(xp, log_eu, k)
         log_an = _gather_degrees(xp, table_u, _degrees(xp, m, k, k), k) - log_n[:, None]
         log_ad = _gather_degrees(xp, table_u, _degrees(xp, m, k, k - 1), k) - log_d[:, None]
-        d_t = xp.zeros_like(w)
-        for b in range(1, k):
-            if mode == "linear":  # w_t e_{b-1}(w \ t) <= e_b(w): in range
-                comp = w if b == 1 else w * out_w[b - 2]
-                d_t = d_t + comp * (xp.exp(log_ad[:, b])[None, :] - xp.exp(log_an[:, b])[None, :])
-            else:
+        if mode == "linear":  # w_t sum_b e_{b-1}(w \ t) (A_b - N_b): reverse mode down w's tree
+            cot = [xp.exp(log_ad[:, b]) - xp.exp(log_an[:, b]) for b in range(1, k)]
+            d_t = w * tree_backprop(xp, levels_w, cot, k)
+        else:
+            out_w = complement(xp, levels_w, k - 2, k, mode)
+            log_comp = [w, *(w + o for o in out_w)]
+            d_t = xp.zeros_like(w)
+            for b in range(1, k):
                 lc = log_comp[b - 1]
                 d_t = d_t + (xp.exp(lc + log_ad[:, b][None, :]) - xp.exp(lc + log_an[:, b][None, :]))
         d_t = xp.permute_dims(d_t, (1, 0))
@@ -235,18 +238,6 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     if wide:
         coef = xp.astype(coef, s.dtype)
     return xp.where(onehot(xp, labels, n, s), -coef, coef * d_z)
-
-
-def tree_levels_shape(m, k):
-    """The level structure :func:`~.esf.tree_levels` makes for ``m`` leaves (for unflattening)."""
-    size = 1 << max(0, (m - 1).bit_length())
-    levels, width = [], 1
-    while True:
-        levels.append([None] * min(width, k))
-        if size == 1:
-            return levels
-        size //= 2
-        width *= 2
 
 
 SMOOTH_TOPK_SVM = Op("smooth_topk_svm", _smooth_forward, _smooth_backward)
