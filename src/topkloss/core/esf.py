@@ -29,7 +29,7 @@ import math
 from .op import Op
 from .ops import NEG_INF, _device, full_like_shape, logsumexp_list, on_accelerator
 
-__all__ = ["LOG_ESF", "tree_levels", "tree_top", "complement", "tree_backprop", "log_pi", "level_structure"]
+__all__ = ["LOG_ESF", "tree_levels", "tree_top", "tree_root", "complement", "tree_backprop", "log_pi", "level_structure"]
 
 
 def _halves(level, half):
@@ -214,6 +214,16 @@ def tree_top(xp, levels, k, like, mode="log"):
     return top
 
 
+def tree_root(xp, levels, k, like, mode="log"):
+    """:func:`tree_top` as one array ``(k, ...)``: row ``j - 1`` holds ``e_j`` (its log in log mode)."""
+    root = levels[-1]
+    top = root[:, 0, ...] if not isinstance(root, list) else xp.stack([c[0, ...] for c in root], axis=0)
+    if top.shape[0] < k:
+        fill = full_like_shape(xp, (k - top.shape[0], *top.shape[1:]), NEG_INF if mode == "log" else 0.0, like)
+        top = xp.concat([top, fill], axis=0)
+    return top
+
+
 def complement(xp, levels, degree, m, mode="log"):
     """For every leaf ``i``: ``e_1 .. e_degree`` of the leaves other than ``i`` (logs in log mode).
 
@@ -232,7 +242,8 @@ def complement(xp, levels, degree, m, mode="log"):
 def tree_backprop(xp, levels, cotangent, m):
     r"""Reverse mode through a linear-space product tree: :math:`\partial F / \partial x_i` for every leaf.
 
-    ``F = sum_j cotangent[j-1] * e_j`` (root coefficients, ``j = 1..len(cotangent)``).
+    ``F = sum_j cotangent[j-1] * e_j`` (root coefficients, ``j = 1..len(cotangent)``;
+    ``cotangent`` a list of arrays ``(...)`` or one array ``(degrees, ...)``).
     Walking down, the derivative with respect to a child's coefficient ``j`` is
     ``R_child,j = R_parent,j + sum_m sibling_m R_parent,j+m``: a child of degree ``d``
     needs only ``d`` of them, so the wide levels near the leaves carry 1 or 2 arrays (the
@@ -241,7 +252,7 @@ def tree_backprop(xp, levels, cotangent, m):
     same sum taken with absolute values. Stacked levels (:func:`level_forms`) are walked in
     stacked form.
     """
-    r = [g[None, ...] for g in cotangent]
+    r = cotangent[:, None, ...] if not isinstance(cotangent, list) else [g[None, ...] for g in cotangent]
     for child, parent in zip(reversed(levels[:-1]), reversed(levels[1:])):
         if not isinstance(parent, list):  # the level above was computed stacked: so is its backprop
             level = _as_stack(xp, child)

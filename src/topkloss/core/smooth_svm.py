@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 
-from .esf import complement, flatten_levels, level_structure, tree_backprop, tree_levels, tree_top, unflatten_levels
+from .esf import complement, flatten_levels, level_structure, tree_backprop, tree_levels, tree_root, unflatten_levels
 from .op import Op
 from .ops import NEG_INF, _device, arange_like, on_accelerator, float64_available, logsumexp, onehot, scatter_columns, sigmoid, take_columns, top_k
 
@@ -90,12 +90,11 @@ def _safe_log(xp, v):
 
 
 def _padded_table(xp, table, pad):
-    """``(batch, pad + len(table) + pad)`` array of log values, ``-inf`` in the padding."""
-    stacked = xp.stack(table, axis=-1)
+    """``(batch, pad + L + pad)`` array of log values, ``-inf`` in the padding, for ``table`` ``(batch, L)``."""
     if pad == 0:
-        return stacked
-    fill = xp.full((stacked.shape[0], pad), NEG_INF, dtype=stacked.dtype, device=_device(stacked))
-    return xp.concat([fill, stacked, fill], axis=-1)
+        return table
+    fill = xp.full((table.shape[0], pad), NEG_INF, dtype=table.dtype, device=_device(table))
+    return xp.concat([fill, table, fill], axis=-1)
 
 
 def _gather_degrees(xp, table, degrees, pad):
@@ -145,18 +144,28 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide):
 
 
 def _log_e(xp, levels_u, levels_w, k, mode, zero):
-    """log e_0..e_k of x_U and log e_0..e_{k-1} of w, as lists of ``(batch,)`` arrays."""
+    """log e_0..e_k of x_U, ``(batch, k + 1)``, and log e_0..e_{k-1} of w, ``(batch, k)``."""
 
     def logs(levels, degree):
-        top = tree_top(xp, levels, degree, levels[0][0], mode)
-        return [zero, *([_safe_log(xp, e) for e in top] if mode == "linear" else top)]
+        top = tree_root(xp, levels, degree, levels[0][0], mode)  # (degree, batch)
+        top = xp.permute_dims(_safe_log(xp, top) if mode == "linear" else top, (1, 0))
+        return xp.concat([zero[:, None], top], axis=-1)
 
-    return logs(levels_u, k), (logs(levels_w, k - 1) if k >= 2 else [zero])
+    return logs(levels_u, k), (logs(levels_w, k - 1) if k >= 2 else zero[:, None])
 
 
-def _degrees(xp, m, k, offset):
-    """Per-row degrees ``offset - m + b`` for ``b = 0..k-1``, shape (batch, k)."""
-    return (offset - m)[:, None] + arange_like(xp, k, m, dtype=m.dtype)[None, :]
+def _pair_degrees(xp, m, k, first, sign):
+    """Per-row degrees ``first + sign * m + b`` and ``first + 1 + sign * m + b`` (``b = 0..k-1``)
+    side by side: shape (batch, 2k)."""
+    b = arange_like(xp, k, m, dtype=m.dtype)[None, :]
+    base = (first + sign * m)[:, None] + b
+    return xp.concat([base, base + 1], axis=-1)
+
+
+def _log_terms(xp, table, degrees, k, pad, shift):
+    """Two gathers in one: ``(batch, 2, k)`` log values from :func:`_pair_degrees`, plus ``shift``."""
+    got = _gather_degrees(xp, table, degrees, pad)
+    return xp.reshape(got, (got.shape[0], 2, k)) + shift
 
 
 def _smooth_forward(xp, s, labels, *, static):
@@ -165,10 +174,10 @@ def _smooth_forward(xp, s, labels, *, static):
     d_y, m, idx_t, levels_u, levels_w = _forward_parts(xp, s, labels, k, tau, mode, wide)
     zero = xp.zeros_like(levels_u[0][0][0, ...])  # (batch,), in the trees' dtype
     log_eu, log_ew = _log_e(xp, levels_u, levels_w, k, mode, zero)
-    # N = sum_b e_b(w) e_{k-m+b}(U), D = sum_b e_b(w) e_{k-1-m+b}(U); e_b(w) = 0 for b > m
-    table_u, ew = _padded_table(xp, log_eu, k), xp.stack(log_ew, axis=-1)
-    log_n = logsumexp(xp, ew + _gather_degrees(xp, table_u, _degrees(xp, m, k, k), k), axis=-1)
-    log_d = logsumexp(xp, ew + _gather_degrees(xp, table_u, _degrees(xp, m, k, k - 1), k), axis=-1)
+    # D = sum_b e_b(w) e_{k-1-m+b}(U), N = sum_b e_b(w) e_{k-m+b}(U); e_b(w) = 0 for b > m
+    table_u = _padded_table(xp, log_eu, k)
+    log_dn = logsumexp(xp, _log_terms(xp, table_u, _pair_degrees(xp, m, k, k - 1, -1), k, k, log_ew[:, None, :]), axis=-1)
+    log_d, log_n = log_dn[:, 0], log_dn[:, 1]
     # L = tau softplus(r), r = alpha / tau + log(N / D) - (s_y - c) / (k tau). tau r is formed
     # without dividing by tau (finite for any finite scores, and accurate near the hinge);
     # r itself only enters through exp(-|r|) and the sigmoid, where clipping it changes nothing.
@@ -176,7 +185,7 @@ def _smooth_forward(xp, s, labels, *, static):
     r = _scaled(xp, tau_r, tau)
     loss = xp.maximum(tau_r, xp.zeros_like(tau_r)) + tau * xp.log1p(xp.exp(-xp.abs(r)))
     # residuals are distinct arrays (torch.compile): everything else is recomputed from the trees
-    residuals = (r, log_n, log_d, m, idx_t, *flatten_levels(levels_u), *flatten_levels(levels_w))
+    residuals = (r, log_dn, m, idx_t, table_u, log_ew, *flatten_levels(levels_u), *flatten_levels(levels_w))
     return (xp.astype(loss, s.dtype) if wide else loss), residuals
 
 
@@ -185,32 +194,29 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     (labels,) = args
     n = s.shape[-1]
     mode, wide = _plan(xp, s, k)
-    r, log_n, log_d, m, idx_t = residuals[:5]
+    r, log_dn, m, idx_t, table_u, log_ew = residuals[:6]
     batch, accelerator = s.shape[0], on_accelerator(s)
     structure_u = level_structure(n, k, batch, mode, accelerator)
     n_u = sum(max(w, 1) for w in structure_u)
-    levels_u = unflatten_levels(residuals[5 : 5 + n_u], structure_u)
+    levels_u = unflatten_levels(residuals[6 : 6 + n_u], structure_u)
     structure_w = level_structure(k, k - 1, batch, mode, accelerator)
-    levels_w = unflatten_levels(residuals[5 + n_u :], structure_w) if k >= 2 else [[]]
-    zero = xp.zeros_like(r)
-    log_eu, log_ew = _log_e(xp, levels_u, levels_w, k, mode, zero)
+    levels_w = unflatten_levels(residuals[6 + n_u :], structure_w) if k >= 2 else [[]]
+    shift = -log_dn[:, :, None]  # (batch, 2, 1): log(1/D), log(1/N)
 
     # U: d(log N - log D)/d e_j(U) = e_{j-k+m}(w) / N - e_{j-k+1+m}(w) / D, j = 1..k, as logs
     table_w = _padded_table(xp, log_ew, k)
-    log_cn = _gather_degrees(xp, table_w, _degrees(xp, -m, k, 1 - k), k) - log_n[:, None]
-    log_cd = _gather_degrees(xp, table_w, _degrees(xp, -m, k, 2 - k), k) - log_d[:, None]
-    log_cn = [log_cn[:, j] for j in range(k)]
-    log_cd = [log_cd[:, j] for j in range(k)]
+    log_c = _log_terms(xp, table_w, _pair_degrees(xp, m, k, 1 - k, 1), k, k, xp.flip(shift, axis=1))
+    log_cn, log_cd = log_c[:, 0, :], log_c[:, 1, :]  # (batch, k)
     leaves = levels_u[0][0][:n, ...]  # (n, batch)
     if mode == "linear":
-        cot = [xp.exp(a) - xp.exp(b) for a, b in zip(log_cn, log_cd)]
+        cot = xp.permute_dims(xp.exp(log_cn) - xp.exp(log_cd), (1, 0))  # (k, batch)
         d_z = leaves * tree_backprop(xp, levels_u, cot, n)
     else:  # every term is a fraction (<= 1) of N or D: exponentiate whole terms only
         outside = complement(xp, levels_u, k - 1, n)
         d_z = xp.zeros_like(leaves)
         for j in range(1, k + 1):
             log_term = leaves if j == 1 else leaves + outside[j - 2]
-            d_z = d_z + (xp.exp(log_term + log_cn[j - 1][None, :]) - xp.exp(log_term + log_cd[j - 1][None, :]))
+            d_z = d_z + (xp.exp(log_term + log_cn[:, j - 1][None, :]) - xp.exp(log_term + log_cd[:, j - 1][None, :]))
     d_z = xp.permute_dims(d_z, (1, 0))
     if wide:
         d_z = xp.astype(d_z, s.dtype)
@@ -218,11 +224,10 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     # T: dr/dz_t = -sum_{b>=1} w_t e_{b-1}(w \ t) (e_{k-m+b}(U) / N - e_{k-1-m+b}(U) / D)
     if k >= 2:
         w = levels_w[0][0][:k, ...]  # (k, batch)
-        table_u = _padded_table(xp, log_eu, k)
-        log_an = _gather_degrees(xp, table_u, _degrees(xp, m, k, k), k) - log_n[:, None]
-        log_ad = _gather_degrees(xp, table_u, _degrees(xp, m, k, k - 1), k) - log_d[:, None]
+        log_a = _log_terms(xp, table_u, _pair_degrees(xp, m, k, k - 1, -1), k, k, shift)  # as in the forward
+        log_ad, log_an = log_a[:, 0, :], log_a[:, 1, :]
         if mode == "linear":  # w_t sum_b e_{b-1}(w \ t) (A_b - N_b): reverse mode down w's tree
-            cot = [xp.exp(log_ad[:, b]) - xp.exp(log_an[:, b]) for b in range(1, k)]
+            cot = xp.permute_dims(xp.exp(log_ad[:, 1:]) - xp.exp(log_an[:, 1:]), (1, 0))  # (k - 1, batch)
             d_t = w * tree_backprop(xp, levels_w, cot, k)
         else:
             out_w = complement(xp, levels_w, k - 2, k, mode)
