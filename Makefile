@@ -37,12 +37,14 @@ docs-plots: $(VENV)/.installed-test
 	$(PY) docs/scripts/plot_losses.py
 	$(PY) docs/scripts/numerics.py
 
-# Rerun the benchmark and rewrite docs/benchmarks/cpu.md and docs/img/bench_cpu.png.
+# Rerun the benchmark and rewrite docs/benchmarks/{cpu,memory,cpu-compile}.md and docs/img/bench_cpu.png.
 bench-docs: $(VENV)/.installed-test
 	$(PY) docs/scripts/bench_docs.py
 	$(PY) benchmarks/bench_losses.py --memory-only --markdown --sizes 256x10000,64x100000 \
 		--losses smooth_topk_svm,smooth_topk_svm_k10,smooth_topk_svm_k20,topk_hinge,noised_topk_hinge_5,topk_transition \
 		> docs/benchmarks/memory.md
+	$(PY) benchmarks/bench_losses.py --markdown --backends torch --compile --losses smooth_topk_svm \
+		> docs/benchmarks/cpu-compile.md
 
 clean:
 	rm -rf $(VENV) site build dist

@@ -71,7 +71,7 @@ def _cupy_setup(scores, labels, device="cuda"):
     return _numpy_setup(scores, labels, xp=cupy, sync=cupy.cuda.get_current_stream().synchronize)
 
 
-def _torch_setup(scores, labels, device="cpu"):
+def _torch_setup(scores, labels, device="cpu", compile=False):
     import torch
 
     s = torch.asarray(scores, device=device).requires_grad_(True)
@@ -80,6 +80,8 @@ def _torch_setup(scores, labels, device="cpu"):
 
     def wrap(fn, params):
         f = (lambda a, b: torch.nn.functional.cross_entropy(a, b)) if fn is None else (lambda a, b: fn(a, b, **params))
+        if compile:  # the loss and the baseline alike, forward and backward (fresh graphs per size)
+            f = torch.compile(f, dynamic=False)
 
         def step():
             s.grad = None
@@ -119,7 +121,7 @@ def _time_once(step):
     return time.perf_counter() - t0
 
 
-def run(backends, sizes, losses, repeat, dtype="float32", device="cpu"):
+def run(backends, sizes, losses, repeat, dtype="float32", device="cpu", compile=False):
     rows = []
     for backend in backends:
         for batch, n in sizes:
@@ -127,7 +129,8 @@ def run(backends, sizes, losses, repeat, dtype="float32", device="cpu"):
             scores = rng.normal(size=(batch, n)).astype(dtype)
             labels = rng.integers(0, n, size=batch)
             try:
-                wrap = BACKENDS[backend](scores, labels, device=device)
+                extra = {"compile": True} if compile else {}
+                wrap = BACKENDS[backend](scores, labels, device=device, **extra)
             except (ImportError, RuntimeError) as exc:  # not installed, or no such device
                 print(f"# skipping {backend}: {exc}", file=sys.stderr)
                 break
@@ -242,6 +245,7 @@ def main(argv=None):
     p.add_argument("--losses", default=",".join(LOSSES))
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where torch and JAX arrays live")
+    p.add_argument("--compile", action="store_true", help="torch only: time torch.compile'd losses and cross-entropy")
     p.add_argument("--markdown", action="store_true")
     p.add_argument(
         "--memory",
@@ -256,8 +260,9 @@ def main(argv=None):
         print(f"*{caption}*\n" if a.markdown else f"# {caption}")
         print(format_memory(peak_memory(sizes, a.losses.split(",")), markdown=a.markdown))
         return
-    rows = run(a.backends.split(","), sizes, a.losses.split(","), a.repeat, device=a.device)
-    print(f"# {machine(a.device)}; float32, forward + backward, median of {a.repeat}")
+    rows = run(a.backends.split(","), sizes, a.losses.split(","), a.repeat, device=a.device, compile=a.compile)
+    compiled = ", torch.compile" if a.compile else ""
+    print(f"# {machine(a.device)}; float32, forward + backward{compiled}, median of {a.repeat}")
     print(format_table(rows, markdown=a.markdown))
     if a.memory and a.device == "cuda":
         print(f"\n# peak GPU memory of forward + backward above the inputs, torch float32, ratio to torch cross-entropy")

@@ -12,6 +12,8 @@ run test_gpu 240 python3 -m pytest -v -p no:cacheprovider --durations=10 tests/t
 run bench_gpu_torch_cupy 120 python3 benchmarks/bench_losses.py --device cuda --backends torch,cupy --repeat 20 --memory
 run bench_gpu_jax 180 python3 benchmarks/bench_losses.py --device cuda --backends jax --repeat 20 \
     --losses smooth_topk_svm,topk_svm,topk_hinge,noised_topk_hinge_5,noised_topk_hinge_10,topk_transition
+run bench_gpu_compile 200 python3 benchmarks/bench_losses.py --device cuda --backends torch --compile --repeat 20 \
+    --losses smooth_topk_svm
 if [ -n "$SUITE" ]; then  # the suite's torch cases with torch arrays on the GPU (a few minutes)
     TOPKLOSS_TEST_TORCH_DEVICE=cuda run suite_torch_cuda 300 python3 -m pytest -v --tb=short -p no:cacheprovider -n 8 \
         -k torch --ignore=tests/test_docs.py --ignore=tests/test_demo.py --ignore=tests/test_gpu.py

@@ -100,3 +100,31 @@ def test_half_precision_is_computed_in_float32(dtype):
     assert half.grad.dtype == half.dtype and torch.isfinite(half.grad).all()
     want = topkloss.smooth_topk_svm(half.detach().float(), y, k=5)
     torch.testing.assert_close(out.float(), want, rtol=1e-2, atol=0)  # rounding of the result to half
+
+
+def test_level_forms_policy():
+    """The per-level choice of tree form (esf.level_forms): static, lists in log space, deep
+    levels stacked, more of them on an accelerator, none beyond the memory budget."""
+    from topkloss.core import esf
+
+    for execution in ("eager", "accelerator", "xla-cpu"):
+        assert not any(esf.level_forms(10_000, 5, 256, "log", execution))
+    eager = esf.level_forms(100_000, 20, 64, "linear", "eager")
+    gpu = esf.level_forms(100_000, 20, 64, "linear", "accelerator")
+    assert len(eager) == len(gpu) == 17
+    assert not eager[0] and eager[-1]  # the widest level a list, the root stacked
+    assert sum(gpu) > sum(eager)
+    # XLA on a CPU: lists while a level's list form is small (k = 5), stacked beyond
+    assert not any(esf.level_forms(10_000, 5, 256, "linear", "xla-cpu"))
+    assert esf.level_forms(10_000, 20, 256, "linear", "xla-cpu")[-1]
+    # the transient never exceeds the budget
+    size, rest = 1 << 17, 64
+    d_child, h = 1, size // 2
+    for stacked in gpu:
+        d = min(2 * d_child, 20)
+        if stacked:
+            assert 2 * d * (d_child + 1) * h * rest <= max(esf.STACK_BUDGET * size * rest, esf.STACK_SMALL)
+        d_child, h = d, h // 2
+    # level_structure agrees with the forms (what the backward unflattens)
+    structure = esf.level_structure(100_000, 20, 64, "linear", "accelerator")
+    assert [w == 0 for w in structure[1:]] == gpu

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 from .op import Op
-from .ops import NEG_INF, _device, full_like_shape, logsumexp_list, on_accelerator
+from .ops import NEG_INF, _device, execution_kind, full_like_shape, logsumexp_list
 
 __all__ = ["LOG_ESF", "tree_levels", "tree_top", "tree_root", "complement", "tree_backprop", "log_pi", "level_structure"]
 
@@ -74,16 +74,33 @@ def pad_leaves(xp, leaves, mode="log"):
     return xp.concat([leaves, pad], axis=0)
 
 
-OP_COST = {False: 16384, True: 1 << 20}
-"""The fixed cost of one array operation, in elements moved, on a CPU (``False``: a few
-microseconds of Python and dispatch) and on an accelerator (``True``: a kernel launch, in
-which an H100 moves about a million elements)."""
+COSTS = {"eager": (16384, 6), "accelerator": (1 << 20, 6)}
+"""Per kind of execution, (the fixed cost of one array operation, the cost per element of a
+stacked level's transient array), both in elements moved by a list-form operation:
+
+- ``"eager"`` (NumPy, eager torch on a CPU...): an operation costs a few microseconds of Python
+  and dispatch; the stacked form moves its transient about six times;
+- ``"accelerator"`` (a GPU): an operation is a kernel launch and its dispatch (eager torch on an
+  H100 spent about 17 microseconds per operation: 10.1 ms for the 609 operations of
+  ``benchmarks/count_ops.py`` at 256 x 100, k = 5).
+
+Round figures, not tuned: the choice only moves time between two exact forms."""
+
+XLA_CPU_LIST_OPS = 48
+"""Under XLA on a CPU (JAX) the operations are fused, so their count costs no dispatch, and
+XLA's CPU gather makes stacked levels slow; but a list level of many operations (degree 8 and
+up) compiles and runs badly. So there a level is stacked iff its list form has more than this
+many operations. ``benchmarks/level_forms.py`` measures it: k = 5 at 256 x 100, 1.25 ms with
+lists against 9.35 ms stacked; k = 20 at 64 x 100000 (float64 trees), 8.4 s and 125 s to compile
+with lists against 7.1 s and 16 s stacked."""
 
 STACK_BUDGET = 2.0
 """A stacked level's transient array may hold at most this many times the padded leaves'
-elements (or :data:`STACK_SMALL`): memory stays within a small multiple of the input's."""
+elements, or :data:`STACK_SMALL` elements if more: memory stays within a small multiple of the
+input's."""
 
 STACK_SMALL = 1 << 22
+"""Transient arrays up to this many elements (16 MiB of float32) are always allowed."""
 
 
 def _list_ops(d_child, d):
@@ -96,28 +113,31 @@ def _list_ops(d_child, d):
     return ops
 
 
-def level_forms(m, k, rest=1, mode="linear", accelerator=False):
+def level_forms(m, k, rest=1, mode="linear", execution="eager"):
     """Per level above the leaves, whether it is *stacked* (one array of coefficients) or a list.
 
     A stacked product costs about ten array operations whatever the degree, where the list
     product costs one or two per pair of coefficients (``O(k^2)``); but the stacked form moves
     a transient ``(K, d+1, nodes, ...)`` array (:func:`stacked_product`), about six times its
     size in memory traffic. Each level takes the cheaper form under a simple cost model
-    (operations times :data:`OP_COST` plus elements moved), within :data:`STACK_BUDGET`: the
-    wide levels near the leaves stay lists, the deep levels where every node has degree ``k``
-    are stacked (on a GPU, where operations are dear, nearly all). Log space always uses lists.
-    Static: ``m`` leaves, degree ``k``, ``rest`` = the size of the other axes; never values.
+    (operations times a fixed cost plus elements moved, :data:`COSTS` per kind of
+    ``execution``; under XLA on a CPU, :data:`XLA_CPU_LIST_OPS`), within :data:`STACK_BUDGET`:
+    the wide levels near the leaves stay lists, the deep levels where every node has degree
+    ``k`` are stacked (on a GPU, where operations are dear, nearly all; under XLA on a CPU only
+    where the list form's operation count explodes, which also keeps compile times short). Log space always uses lists. Static: ``m`` leaves,
+    degree ``k``, ``rest`` = the size of the other axes; never values.
     """
     size = 1 << max(0, (m - 1).bit_length())
-    op_cost = OP_COST[bool(accelerator)]
+    op_cost, per_element = COSTS.get(execution, (0, 0))
     limit = max(STACK_BUDGET * size * rest, STACK_SMALL)
     forms, d_child, h = [], 1, size // 2
     while h >= 1 and k >= 1:
         d = min(2 * d_child, k)
         transient = d * (d_child + 1) * h * rest
         list_cost = _list_ops(d_child, d) * (op_cost + 3 * h * rest)
-        stacked_cost = 10 * op_cost + 6 * transient
-        forms.append(mode == "linear" and stacked_cost < list_cost and 2 * transient <= limit)
+        stacked_cost = 10 * op_cost + per_element * transient
+        cheaper = _list_ops(d_child, d) > XLA_CPU_LIST_OPS if execution == "xla-cpu" else stacked_cost < list_cost
+        forms.append(mode == "linear" and cheaper and 2 * transient <= limit)
         d_child, h = d, h // 2
     return forms
 
@@ -182,7 +202,7 @@ def tree_levels(xp, leaves, k, mode="log"):
     level, see :func:`level_forms`) one array of shape ``(min(2**L, k), size / 2**L, ...)``.
     Level 0 is the list ``[leaves]``; the last level has a single node: the product.
     """
-    forms = level_forms(leaves.shape[0], k, _rest(leaves), mode, on_accelerator(leaves))
+    forms = level_forms(leaves.shape[0], k, _rest(leaves), mode, execution_kind(leaves))
     leaves = pad_leaves(xp, leaves, mode)
     size = leaves.shape[0]
     level = [leaves] if k >= 1 else []
@@ -304,11 +324,11 @@ def unflatten_levels(flat, structure):
     return levels
 
 
-def level_structure(m, k, rest=1, mode="linear", accelerator=False):
+def level_structure(m, k, rest=1, mode="linear", execution="eager"):
     """What :func:`tree_levels` returns for ``m`` leaves, per level: the number of arrays of
     a list level, 0 for a stacked one (level 0, the leaves, is a list of one array)."""
     out, width = [1 if k >= 1 else 0], 1
-    for stacked in level_forms(m, k, rest, mode, accelerator):
+    for stacked in level_forms(m, k, rest, mode, execution):
         width *= 2
         out.append(0 if stacked else min(width, k))
     return out

@@ -1,0 +1,53 @@
+"""How many PyTorch operations one forward + backward pass of ``smooth_topk_svm`` dispatches,
+and where in topkloss they come from (the innermost topkloss function and its caller).
+
+On a GPU each operation is a kernel launch, so in eager mode this count, not n, sets the time.
+Usage: ``python benchmarks/count_ops.py [--batch 256] [--n 100] [--k 5] [--top 15]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--top", type=int, default=15)
+    a = p.parse_args(argv)
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import topkloss
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.where = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            frame, names = sys._getframe(1), []
+            while frame is not None and len(names) < 2:
+                if "topkloss" in frame.f_code.co_filename:
+                    names.append(frame.f_code.co_name)
+                frame = frame.f_back
+            self.where[" < ".join(names) or "(outside topkloss)"] += 1
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    s = torch.randn(a.batch, a.n, requires_grad=True)
+    y = torch.randint(0, a.n, (a.batch,))
+    with Count() as count:
+        topkloss.smooth_topk_svm(s, y, k=a.k).backward()
+    print(f"# smooth_topk_svm, batch {a.batch}, n {a.n}, k {a.k}, forward + backward, CPU")
+    print(f"{sum(count.where.values())} operations; by origin:")
+    for where, c in count.where.most_common(a.top):
+        print(f"{c:6d}  {where}")
+
+
+if __name__ == "__main__":
+    main()
