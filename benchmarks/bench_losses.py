@@ -265,10 +265,10 @@ def main(argv=None):
     print(f"# {machine(a.device)}; float32, forward + backward{compiled}, median of {a.repeat}")
     print(format_table(rows, markdown=a.markdown))
     if a.memory and a.device == "cuda":
-        print(f"\n# peak GPU memory of forward + backward above the inputs, torch float32, ratio to torch cross-entropy")
+        print("\n# peak GPU memory of forward + backward above the inputs, torch float32, ratio to torch cross-entropy")
         print(format_memory(cuda_peak_memory(sizes, a.losses.split(",")), markdown=a.markdown))
     elif a.memory:
-        print(f"\n# peak memory of forward + backward, NumPy float32 (tracemalloc), ratio to NumPy cross-entropy")
+        print("\n# peak memory of forward + backward, NumPy float32 (tracemalloc), ratio to NumPy cross-entropy")
         print(format_memory(peak_memory(sizes, a.losses.split(",")), markdown=a.markdown))
 
 

@@ -113,7 +113,7 @@ def test_level_forms_policy():
     gpu = esf.level_forms(100_000, 20, 64, "linear", "accelerator")
     assert len(eager) == len(gpu) == 17
     assert not eager[0] and eager[-1]  # the widest level a list, the root stacked
-    assert sum(gpu) > sum(eager)
+    assert sum(gpu) >= sum(eager)
     # XLA on a CPU: lists while a level's list form is small (k = 5), stacked beyond
     assert not any(esf.level_forms(10_000, 5, 256, "linear", "xla-cpu"))
     assert esf.level_forms(10_000, 20, 256, "linear", "xla-cpu")[-1]

@@ -74,25 +74,24 @@ def pad_leaves(xp, leaves, mode="log"):
     return xp.concat([leaves, pad], axis=0)
 
 
-COSTS = {"eager": (16384, 6), "accelerator": (1 << 20, 6)}
-"""Per kind of execution, (the fixed cost of one array operation, the cost per element of a
-stacked level's transient array), both in elements moved by a list-form operation:
+ACCELERATOR_COSTS = (1 << 20, 6)
+"""On an accelerator: (the fixed cost of one array operation, the cost per element of a stacked
+level's transient array), in elements moved by a list-form operation. An operation is a kernel
+launch and its dispatch (eager torch on an H100 spent about 17 microseconds per operation: 10.1
+ms for the 609 operations of ``benchmarks/count_ops.py`` at 256 x 100, k = 5); the stacked form
+moves its transient about six times. Round figures: the choice only moves time between two
+exact forms."""
 
-- ``"eager"`` (NumPy, eager torch on a CPU...): an operation costs a few microseconds of Python
-  and dispatch; the stacked form moves its transient about six times;
-- ``"accelerator"`` (a GPU): an operation is a kernel launch and its dispatch (eager torch on an
-  H100 spent about 17 microseconds per operation: 10.1 ms for the 609 operations of
-  ``benchmarks/count_ops.py`` at 256 x 100, k = 5).
-
-Round figures, not tuned: the choice only moves time between two exact forms."""
-
-XLA_CPU_LIST_OPS = 48
-"""Under XLA on a CPU (JAX) the operations are fused, so their count costs no dispatch, and
-XLA's CPU gather makes stacked levels slow; but a list level of many operations (degree 8 and
-up) compiles and runs badly. So there a level is stacked iff its list form has more than this
-many operations. ``benchmarks/level_forms.py`` measures it: k = 5 at 256 x 100, 1.25 ms with
-lists against 9.35 ms stacked; k = 20 at 64 x 100000 (float64 trees), 8.4 s and 125 s to compile
-with lists against 7.1 s and 16 s stacked."""
+CPU_LIST_OPS = 48
+"""On a CPU a level is stacked iff its list form would take more than this many operations
+(degree 8 and up). There the stacked form's gather and broadcast product cost more than the
+list form's small operations save, except where a level's list form explodes: then, in eager
+torch, its operation count, and under XLA its compile and run times. ``benchmarks/level_forms.py``
+measured (2-core CPU, forward + backward, all lists against a cost-model mix with stacked deep
+levels): NumPy k = 5 at 256 x 100, 2.42 against 3.54 ms; torch k = 5, 4.39 against 5.50 ms;
+torch k = 20, 16.35 against 8.56 ms; JAX k = 5, 1.25 against 9.35 ms all stacked; JAX k = 20 at
+64 x 100000 (float64 trees), 8.4 s and 125 s to compile with lists against 7.1 s and 16 s
+stacked."""
 
 STACK_BUDGET = 2.0
 """A stacked level's transient array may hold at most this many times the padded leaves'
@@ -119,16 +118,15 @@ def level_forms(m, k, rest=1, mode="linear", execution="eager"):
     A stacked product costs about ten array operations whatever the degree, where the list
     product costs one or two per pair of coefficients (``O(k^2)``); but the stacked form moves
     a transient ``(K, d+1, nodes, ...)`` array (:func:`stacked_product`), about six times its
-    size in memory traffic. Each level takes the cheaper form under a simple cost model
-    (operations times a fixed cost plus elements moved, :data:`COSTS` per kind of
-    ``execution``; under XLA on a CPU, :data:`XLA_CPU_LIST_OPS`), within :data:`STACK_BUDGET`:
-    the wide levels near the leaves stay lists, the deep levels where every node has degree
-    ``k`` are stacked (on a GPU, where operations are dear, nearly all; under XLA on a CPU only
-    where the list form's operation count explodes, which also keeps compile times short). Log space always uses lists. Static: ``m`` leaves,
-    degree ``k``, ``rest`` = the size of the other axes; never values.
+    size in memory traffic. On an accelerator, where operations are dear, a cost model
+    (operations times a fixed cost plus elements moved, :data:`ACCELERATOR_COSTS`) stacks nearly
+    every level; on a CPU (eager or under XLA) only the levels whose list form explodes
+    (:data:`CPU_LIST_OPS`: the deep levels at k >= 10). Within :data:`STACK_BUDGET` always; log
+    space always uses lists. ``execution`` is :func:`~.ops.execution_kind`'s answer. Static:
+    ``m`` leaves, degree ``k``, ``rest`` = the size of the other axes; never values.
     """
     size = 1 << max(0, (m - 1).bit_length())
-    op_cost, per_element = COSTS.get(execution, (0, 0))
+    op_cost, per_element = ACCELERATOR_COSTS
     limit = max(STACK_BUDGET * size * rest, STACK_SMALL)
     forms, d_child, h = [], 1, size // 2
     while h >= 1 and k >= 1:
@@ -136,7 +134,7 @@ def level_forms(m, k, rest=1, mode="linear", execution="eager"):
         transient = d * (d_child + 1) * h * rest
         list_cost = _list_ops(d_child, d) * (op_cost + 3 * h * rest)
         stacked_cost = 10 * op_cost + per_element * transient
-        cheaper = _list_ops(d_child, d) > XLA_CPU_LIST_OPS if execution == "xla-cpu" else stacked_cost < list_cost
+        cheaper = stacked_cost < list_cost if execution == "accelerator" else _list_ops(d_child, d) > CPU_LIST_OPS
         forms.append(mode == "linear" and cheaper and 2 * transient <= limit)
         d_child, h = d, h // 2
     return forms

@@ -8,7 +8,6 @@ helpers never evaluate ``log(0)`` or ``-inf - (-inf)``: no warnings, no NaN.
 from __future__ import annotations
 
 import math
-
 import sys
 
 import array_api_compat
