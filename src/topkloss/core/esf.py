@@ -77,8 +77,9 @@ def pad_leaves(xp, leaves, mode="log"):
 ACCELERATOR_COSTS = (1 << 20, 6)
 """On an accelerator: (the fixed cost of one array operation, the cost per element of a stacked
 level's transient array), in elements moved by a list-form operation. An operation is a kernel
-launch and its dispatch (eager torch on an H100 spent about 17 microseconds per operation: 10.1
-ms for the 609 operations of ``benchmarks/count_ops.py`` at 256 x 100, k = 5); the stacked form
+launch and its dispatch (eager torch on an H100 spent about 18 microseconds per operation: 10.1
+ms for the 563 operations that ``benchmarks/count_ops.py --as-gpu`` counts at 256 x 100, k = 5);
+the stacked form
 moves its transient about six times. Round figures: the choice only moves time between two
 exact forms."""
 
