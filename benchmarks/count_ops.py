@@ -27,8 +27,8 @@ def main(argv=None):
     import topkloss
     from topkloss.core import esf, smooth_svm
 
-    if a.as_gpu:  # the forms are planned from execution_kind: answer "accelerator"
-        esf.execution_kind = smooth_svm.execution_kind = lambda x: "accelerator"
+    if a.as_gpu:  # the forms are planned from on_accelerator: answer yes
+        esf.on_accelerator = smooth_svm.on_accelerator = lambda x: True
 
     class Count(TorchDispatchMode):
         def __init__(self):

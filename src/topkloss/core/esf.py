@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 from .op import Op
-from .ops import NEG_INF, _device, execution_kind, full_like_shape, logsumexp_list
+from .ops import NEG_INF, _device, full_like_shape, logsumexp_list, on_accelerator
 
 __all__ = ["LOG_ESF", "tree_levels", "tree_top", "tree_root", "complement", "tree_backprop", "log_pi", "level_structure"]
 
@@ -79,8 +79,7 @@ ACCELERATOR_COSTS = (1 << 20, 6)
 level's transient array), in elements moved by a list-form operation. An operation is a kernel
 launch and its dispatch (eager torch on an H100 spent about 18 microseconds per operation: 10.1
 ms for the 563 operations that ``benchmarks/count_ops.py --as-gpu`` counts at 256 x 100, k = 5);
-the stacked form
-moves its transient about six times. Round figures: the choice only moves time between two
+the stacked form moves its transient about six times. Round figures: the choice only moves time between two
 exact forms."""
 
 CPU_LIST_OPS = 48
@@ -113,7 +112,7 @@ def _list_ops(d_child, d):
     return ops
 
 
-def level_forms(m, k, rest=1, mode="linear", execution="eager"):
+def level_forms(m, k, rest=1, mode="linear", accelerator=False):
     """Per level above the leaves, whether it is *stacked* (one array of coefficients) or a list.
 
     A stacked product costs about ten array operations whatever the degree, where the list
@@ -123,7 +122,7 @@ def level_forms(m, k, rest=1, mode="linear", execution="eager"):
     (operations times a fixed cost plus elements moved, :data:`ACCELERATOR_COSTS`) stacks nearly
     every level; on a CPU (eager or under XLA) only the levels whose list form explodes
     (:data:`CPU_LIST_OPS`: the deep levels at k >= 10). Within :data:`STACK_BUDGET` always; log
-    space always uses lists. ``execution`` is :func:`~.ops.execution_kind`'s answer. Static:
+    space always uses lists. ``accelerator`` is :func:`~.ops.on_accelerator`'s answer. Static:
     ``m`` leaves, degree ``k``, ``rest`` = the size of the other axes; never values.
     """
     size = 1 << max(0, (m - 1).bit_length())
@@ -135,7 +134,7 @@ def level_forms(m, k, rest=1, mode="linear", execution="eager"):
         transient = d * (d_child + 1) * h * rest
         list_cost = _list_ops(d_child, d) * (op_cost + 3 * h * rest)
         stacked_cost = 10 * op_cost + per_element * transient
-        cheaper = stacked_cost < list_cost if execution == "accelerator" else _list_ops(d_child, d) > CPU_LIST_OPS
+        cheaper = stacked_cost < list_cost if accelerator else _list_ops(d_child, d) > CPU_LIST_OPS
         forms.append(mode == "linear" and cheaper and 2 * transient <= limit)
         d_child, h = d, h // 2
     return forms
@@ -201,7 +200,7 @@ def tree_levels(xp, leaves, k, mode="log"):
     level, see :func:`level_forms`) one array of shape ``(min(2**L, k), size / 2**L, ...)``.
     Level 0 is the list ``[leaves]``; the last level has a single node: the product.
     """
-    forms = level_forms(leaves.shape[0], k, _rest(leaves), mode, execution_kind(leaves))
+    forms = level_forms(leaves.shape[0], k, _rest(leaves), mode, on_accelerator(leaves))
     leaves = pad_leaves(xp, leaves, mode)
     size = leaves.shape[0]
     level = [leaves] if k >= 1 else []
@@ -234,9 +233,12 @@ def tree_top(xp, levels, k, like, mode="log"):
 
 
 def tree_root(xp, levels, k, like, mode="log"):
-    """:func:`tree_top` as one array ``(k, ...)``: row ``j - 1`` holds ``e_j`` (its log in log mode)."""
+    """:func:`tree_top` as one array ``(k, ...)``: row ``j - 1`` holds ``e_j`` (its log in log mode).
+    A stacked root is sliced once, not split into ``k`` arrays and stacked again."""
     root = levels[-1]
-    top = root[:, 0, ...] if not isinstance(root, list) else xp.stack([c[0, ...] for c in root], axis=0)
+    if isinstance(root, list):
+        return xp.stack(tree_top(xp, levels, k, like, mode), axis=0)
+    top = root[:, 0, ...]
     if top.shape[0] < k:
         fill = full_like_shape(xp, (k - top.shape[0], *top.shape[1:]), NEG_INF if mode == "log" else 0.0, like)
         top = xp.concat([top, fill], axis=0)
@@ -323,11 +325,11 @@ def unflatten_levels(flat, structure):
     return levels
 
 
-def level_structure(m, k, rest=1, mode="linear", execution="eager"):
+def level_structure(m, k, rest=1, mode="linear", accelerator=False):
     """What :func:`tree_levels` returns for ``m`` leaves, per level: the number of arrays of
     a list level, 0 for a stacked one (level 0, the leaves, is a list of one array)."""
     out, width = [1 if k >= 1 else 0], 1
-    for stacked in level_forms(m, k, rest, mode, execution):
+    for stacked in level_forms(m, k, rest, mode, accelerator):
         width *= 2
         out.append(0 if stacked else min(width, k))
     return out

@@ -42,14 +42,6 @@ def on_accelerator(x):
     return kind not in ("cpu", "meta")
 
 
-def execution_kind(x):
-    """How operations on ``x`` run, for cost models: ``"accelerator"`` (a GPU: each operation a
-    kernel launch), ``"xla-cpu"`` (JAX on a CPU: fused by XLA) or ``"eager"``. Static metadata."""
-    if on_accelerator(x):
-        return "accelerator"
-    return "xla-cpu" if type(x).__module__.startswith("jax") else "eager"
-
-
 def full_like_shape(xp, shape, value, like):
     """``xp.full`` on the device and in the dtype of ``like``."""
     return xp.full(shape, value, dtype=like.dtype, device=_device(like))

@@ -45,7 +45,7 @@ import math
 
 from .esf import complement, flatten_levels, level_structure, tree_backprop, tree_levels, tree_root, unflatten_levels
 from .op import Op
-from .ops import NEG_INF, _device, arange_like, execution_kind, float64_available, logsumexp, onehot, scatter_columns, sigmoid, take_columns, top_k
+from .ops import NEG_INF, _device, arange_like, on_accelerator, float64_available, logsumexp, onehot, scatter_columns, sigmoid, take_columns, top_k
 
 __all__ = ["SMOOTH_TOPK_SVM", "TOPK_SVM", "plan_mode"]
 
@@ -195,11 +195,11 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     n = s.shape[-1]
     mode, wide = _plan(xp, s, k)
     r, log_dn, m, idx_t, table_u, log_ew = residuals[:6]
-    batch, execution = s.shape[0], execution_kind(s)
-    structure_u = level_structure(n, k, batch, mode, execution)
+    batch, accelerator = s.shape[0], on_accelerator(s)
+    structure_u = level_structure(n, k, batch, mode, accelerator)
     n_u = sum(max(w, 1) for w in structure_u)
     levels_u = unflatten_levels(residuals[6 : 6 + n_u], structure_u)
-    structure_w = level_structure(k, k - 1, batch, mode, execution)
+    structure_w = level_structure(k, k - 1, batch, mode, accelerator)
     levels_w = unflatten_levels(residuals[6 + n_u :], structure_w) if k >= 2 else [[]]
     shift = -log_dn[:, :, None]  # (batch, 2, 1): log(1/D), log(1/N)
 
