@@ -146,12 +146,27 @@ def kth_largest(xp, x, k):
     return xp.min(top_k(xp, x, k)[0], axis=-1, keepdims=True)
 
 
-def top_k_values(xp, x, k):
-    """The ``k`` largest entries of each row of a 2-D ``x``, largest first (values only)."""
+def top_k_values(xp, x, k, ordered=True):
+    """The ``k`` largest entries of each row of a 2-D ``x`` (values only): largest first, or in
+    no particular order with ``ordered=False`` (enough for their max, min or sum)."""
     if getattr(xp, "__name__", "") in _NUMPY_LIKE:  # partition: 4x faster than argpartition
         n = x.shape[-1]
-        return xp.sort(xp.partition(x, n - k, axis=-1)[:, n - k :], axis=-1, descending=True)
+        top = xp.partition(x, n - k, axis=-1)[:, n - k :]
+        return xp.sort(top, axis=-1, descending=True) if ordered else top
     return top_k(xp, x, k)[0]
+
+
+def top_k_and_mask(xp, x, k):
+    """``(values, mask)``: the ``k`` largest entries of each row of a 2-D ``x`` (in any order)
+    and :func:`topk_mask`. JAX's ``top_k`` puts the lower index first among equal values, so
+    its indices already follow the tie rule: one top-k and a scatter there; elsewhere the
+    values, then the mask from them."""
+    if getattr(xp, "__name__", "") == "jax.numpy":
+        values, indices = top_k(xp, x, k)
+        ones = xp.ones(indices.shape, dtype=xp.bool)
+        return values, scatter_columns(xp, ones, indices, x.shape[-1], xp.zeros(x.shape, dtype=xp.bool))
+    values = top_k_values(xp, x, k, ordered=False)
+    return values, topk_mask(xp, x, k, values=values)
 
 
 def topk_mask(xp, x, k, values=None):

@@ -24,7 +24,7 @@ Gradient (rows sum to 0): :math:`\partial \ell / \partial s = p - q`, where
 from __future__ import annotations
 
 from .op import Op
-from .ops import onehot, take_rows, top_k_values, topk_mask
+from .ops import onehot, take_rows, top_k_and_mask
 
 __all__ = ["TOPK_TRANSITION", "WEIGHT_KINDS"]
 
@@ -43,23 +43,22 @@ def _weights(xp, kind, value, args, s_top, s_out, total):
 def _forward(xp, s, *args, static):
     k, kind, value = static
     labels = args[0]
-    values = top_k_values(xp, s, k)  # the scores of T_k
+    values, top = top_k_and_mask(xp, s, k)  # the scores of T_k (in any order), T_k
     m = xp.max(values, axis=-1, keepdims=True)  # the row maximum (a slice would make XLA sort)
-    top = topk_mask(xp, s, k, values=values)
     e = xp.exp(s - m)
     e_top = xp.exp(values - m)
     s_top = xp.sum(e_top, axis=-1)
+    s_out = xp.sum(xp.where(top, 0.0, e), axis=-1)  # a sum of positive terms: no 1 - P_T cancellation
     s_y = take_rows(xp, s, labels)
     e_y = xp.exp(s_y - m[:, 0])
     inside = take_rows(xp, top, labels)
-    # the other classes' mass, sum of positive terms without y (no 1 - p_y cancellation):
-    # outside T and not y, plus (when y is in T) T less one of its entries equal to s_y
-    not_y = xp.sum(xp.where(top | onehot(xp, labels, s.shape[-1], s), 0.0, e), axis=-1)
+    # the mass of the classes other than y, from (batch, k) arrays and without cancellation:
+    # y in T: S_out + S_T less one entry of T equal to s_y; y not in T: S_T + (S_out - e_y),
+    # where e_y <= every e of T, so the difference costs at most one rounding of S_T
     match = xp.astype(values == s_y[:, None], xp.int32)
     first = (match == 1) & (xp.cumulative_sum(match, axis=-1) == 1)
     top_not_y = xp.sum(xp.where(first, 0.0, e_top), axis=-1)
-    others = not_y + xp.where(inside, top_not_y, s_top)
-    s_out = not_y + xp.where(inside, 0.0, e_y)
+    others = xp.where(inside, s_out + top_not_y, s_top + (s_out - e_y))
     total = s_top + s_out
     ce = xp.log(total) - (s_y - m[:, 0])
     grouped = xp.where(inside, xp.log1p(s_out / s_top), ce)
