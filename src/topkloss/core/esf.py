@@ -207,14 +207,18 @@ def tree_levels(xp, leaves, k, mode="log"):
     levels = [level]
     for stacked in forms:
         size //= 2
-        if stacked:
-            both = _as_stack(xp, level)
-            level = stacked_product(xp, both[:, :size, ...], both[:, size:, ...], k)
-        else:
-            first, second = _halves(_as_list(level), size)
-            level = poly_mul(xp, first, second, k, mode)
+        level = _next_level(xp, level, size, stacked, k, mode)
         levels.append(level)
     return levels
+
+
+def _next_level(xp, level, size, stacked, k, mode):
+    """The level above ``level``: products of its nodes ``i`` and ``size + i``."""
+    if stacked:
+        both = _as_stack(xp, level)
+        return stacked_product(xp, both[:, :size, ...], both[:, size:, ...], k)
+    first, second = _halves(_as_list(level), size)
+    return poly_mul(xp, first, second, k, mode)
 
 
 def _rest(x):
@@ -291,7 +295,9 @@ def tree_backprop(xp, levels, cotangent, m):
                 acc_2 = acc_2 + first[mm - 1] * r[j + mm - 1]
             r_first.append(acc_1)
             r_second.append(acc_2)
+        del r, acc_1, acc_2  # the parent's cotangent goes before the child's is assembled: the peak
         r = [xp.concat([a, b], axis=0) for a, b in zip(r_first, r_second)]
+        del r_first, r_second
     return _as_list(r)[0][:m, ...]
 
 
@@ -323,6 +329,29 @@ def unflatten_levels(flat, structure):
             levels.append(list(flat[pos : pos + width]))
             pos += width
     return levels
+
+
+def tree_residuals(levels):
+    """What a backward needs of a tree, as one flat tuple: every level but level 1, which
+    :func:`restore_tree` recomputes from the leaves (one product of pairs). Level 1 is as
+    large as the leaves: saving it would make it the largest residual after them."""
+    return flatten_levels(levels[:1] + levels[2:] if len(levels) > 2 else levels)
+
+
+def restore_tree(xp, flat, m, k, rest=1, mode="linear", accelerator=False):
+    """Inverse of :func:`tree_residuals` for a tree of ``m`` leaves built by :func:`tree_levels`
+    with the same arguments: ``(levels, number of arrays of flat it used)``."""
+    structure = level_structure(m, k, rest, mode, accelerator)
+    if len(structure) <= 2:
+        saved = structure
+    else:
+        saved = structure[:1] + structure[2:]
+    used = sum(max(w, 1) for w in saved)
+    levels = unflatten_levels(flat[:used], saved)
+    if len(structure) > 2:
+        stacked = level_forms(m, k, rest, mode, accelerator)[0]
+        levels.insert(1, _next_level(xp, levels[0], levels[0][0].shape[0] // 2, stacked, k, mode))
+    return levels, used
 
 
 def level_structure(m, k, rest=1, mode="linear", accelerator=False):

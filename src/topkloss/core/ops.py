@@ -163,8 +163,10 @@ def top_k_and_mask(xp, x, k):
     values, then the mask from them."""
     if getattr(xp, "__name__", "") == "jax.numpy":
         values, indices = top_k(xp, x, k)
-        ones = xp.ones(indices.shape, dtype=xp.bool)
-        return values, scatter_columns(xp, ones, indices, x.shape[-1], xp.zeros(x.shape, dtype=xp.bool))
+        # a fused compare against the k indices, not a scatter: a scatter needs an explicit
+        # output sharding in JAX's explicit-sharding mode
+        cols = arange_like(xp, x.shape[-1], x, dtype=indices.dtype)
+        return values, xp.any(indices[:, :, None] == cols, axis=1)
     values = top_k_values(xp, x, k, ordered=False)
     return values, topk_mask(xp, x, k, values=values)
 
@@ -284,6 +286,31 @@ def scatter_columns(xp, values, indices, n, like):
     for j in range(indices.shape[-1]):
         out = out + xp.where(cols == indices[:, j : j + 1], values[:, j : j + 1], zero)
     return out
+
+
+def put_columns(xp, base, values, indices, add=False):
+    """``base`` with ``values[:, j]`` written (``add=True``: added) at column ``indices[:, j]``
+    of each row; the indices of one row must be distinct.
+
+    ``base`` must be a temporary the caller owns: NumPy and CuPy write into it (no second
+    ``(batch, n)`` array); torch and JAX return a new array; elsewhere a standard-only
+    masked sum over the j's.
+    """
+    name = getattr(xp, "__name__", "")
+    if name == "array_api_compat.torch":
+        idx = xp.astype(indices, xp.int64)
+        return base.scatter_add(-1, idx, values) if add else base.scatter(-1, idx, values)
+    if name == "jax.numpy":
+        at = base.at[xp.arange(base.shape[0])[:, None], indices]
+        return at.add(values) if add else at.set(values)
+    if name in _NUMPY_LIKE:
+        xp.put_along_axis(base, indices, xp.take_along_axis(base, indices, axis=-1) + values if add else values, axis=-1)
+        return base
+    cols = arange_like(xp, base.shape[-1], base, dtype=indices.dtype)[None, :]
+    for j in range(indices.shape[-1]):
+        hit = cols == indices[:, j : j + 1]
+        base = xp.where(hit, base + values[:, j : j + 1] if add else values[:, j : j + 1], base)
+    return base
 
 
 def float64_available(xp):

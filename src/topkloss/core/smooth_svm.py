@@ -43,9 +43,9 @@ from __future__ import annotations
 
 import math
 
-from .esf import complement, flatten_levels, level_structure, tree_backprop, tree_levels, tree_root, unflatten_levels
+from .esf import complement, restore_tree, tree_backprop, tree_levels, tree_residuals, tree_root
 from .op import Op
-from .ops import NEG_INF, _device, arange_like, on_accelerator, float64_available, logsumexp, onehot, scatter_columns, sigmoid, take_columns, top_k
+from .ops import NEG_INF, _device, arange_like, on_accelerator, float64_available, logsumexp, onehot, put_columns, scatter_columns, sigmoid, take_columns, top_k
 
 __all__ = ["SMOOTH_TOPK_SVM", "TOPK_SVM", "plan_mode"]
 
@@ -122,10 +122,11 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide):
     # subtract before dividing: exact differences, one rounding. Clipped at -_Z_CLIP: exp gives
     # exactly 0 there already, and the division cannot overflow however far apart the scores are.
     z = _scaled(xp, others - c, k * tau)
+    del others  # (batch, n) temporaries go before the trees are built: the peak is there
     if wide:
         z = xp.astype(z, xp.float64)
-    in_t = z > 0
-    leaves = xp.where(in_t, neg_inf, z)  # T leaves out of U (x = 0)
+    leaves = xp.where(z > 0, neg_inf, z)  # T leaves out of U (x = 0)
+    del z
     if mode == "linear":
         leaves = xp.exp(leaves)
     d_y = take_columns(xp, s, labels[:, None])[:, 0] - c[:, 0]
@@ -185,7 +186,7 @@ def _smooth_forward(xp, s, labels, *, static):
     r = _scaled(xp, tau_r, tau)
     loss = xp.maximum(tau_r, xp.zeros_like(tau_r)) + tau * xp.log1p(xp.exp(-xp.abs(r)))
     # residuals are distinct arrays (torch.compile): everything else is recomputed from the trees
-    residuals = (r, log_dn, m, idx_t, table_u, log_ew, *flatten_levels(levels_u), *flatten_levels(levels_w))
+    residuals = (r, log_dn, m, idx_t, table_u, log_ew, *tree_residuals(levels_u), *tree_residuals(levels_w))
     return (xp.astype(loss, s.dtype) if wide else loss), residuals
 
 
@@ -196,11 +197,8 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     mode, wide = _plan(xp, s, k)
     r, log_dn, m, idx_t, table_u, log_ew = residuals[:6]
     batch, accelerator = s.shape[0], on_accelerator(s)
-    structure_u = level_structure(n, k, batch, mode, accelerator)
-    n_u = sum(max(w, 1) for w in structure_u)
-    levels_u = unflatten_levels(residuals[6 : 6 + n_u], structure_u)
-    structure_w = level_structure(k, k - 1, batch, mode, accelerator)
-    levels_w = unflatten_levels(residuals[6 + n_u :], structure_w) if k >= 2 else [[]]
+    levels_u, n_u = restore_tree(xp, residuals[6:], n, k, batch, mode, accelerator)
+    levels_w = restore_tree(xp, residuals[6 + n_u :], k, k - 1, batch, mode, accelerator)[0] if k >= 2 else [[]]
     shift = -log_dn[:, :, None]  # (batch, 2, 1): log(1/D), log(1/N)
 
     # U: d(log N - log D)/d e_j(U) = e_{j-k+m}(w) / N - e_{j-k+1+m}(w) / D, j = 1..k, as logs
@@ -237,12 +235,12 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
                 lc = log_comp[b - 1]
                 d_t = d_t + (xp.exp(lc + log_ad[:, b][None, :]) - xp.exp(lc + log_an[:, b][None, :]))
         d_t = xp.permute_dims(d_t, (1, 0))
-        d_z = d_z + scatter_columns(xp, xp.astype(d_t, s.dtype) if wide else d_t, idx_t, n, s)
+        d_z = put_columns(xp, d_z, xp.astype(d_t, s.dtype) if wide else d_t, idx_t, add=True)
 
     coef = (g * sigmoid(xp, r) / k)[:, None]
     if wide:
         coef = xp.astype(coef, s.dtype)
-    return xp.where(onehot(xp, labels, n, s), -coef, coef * d_z)
+    return put_columns(xp, coef * d_z, -coef, labels[:, None])  # -coef at y (written, not added)
 
 
 SMOOTH_TOPK_SVM = Op("smooth_topk_svm", _smooth_forward, _smooth_backward)

@@ -1,0 +1,105 @@
+"""The cost of single building blocks, as ratios to the same backend's cross-entropy.
+
+A loss cannot cost less than the work its definition requires. This script times, beside
+cross-entropy forward + backward (``bench_losses.py``'s baseline, interleaved in one run):
+
+- ``top-k``: the k = 5 largest values of each row of (batch, n), the backend's native
+  selection (``torch.topk``, ``lax.top_k``, ``np.partition``) as ``topkloss.core.ops`` uses it.
+  ``topk_transition`` needs one on JAX and two on torch and NumPy (the k largest values, then
+  the lowest-index rule for ties at the k-th value);
+- ``exp``: one ``exp`` of (batch, n): an elementwise pass;
+- ``normal S=5``: the (batch, 5, n) standard-normal draws of ``noised_topk_hinge`` with
+  ``n_samples=5``, from the generator the library uses for an int seed (NumPy's for NumPy,
+  ``torch.randn`` for torch, ``jax.random.normal`` under ``jit`` for JAX);
+- ``top-k S=5``: the (k+1)-th largest of each of the (batch * 5) noisy rows of length n.
+
+Usage: ``python benchmarks/floors.py [--backends torch,jax,numpy] [--sizes 256x100,...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_losses  # noqa: E402  (the cross-entropy baseline, exactly as the loss benchmark times it)
+
+from topkloss.api._random import standard_normal  # noqa: E402
+from topkloss.core import ops  # noqa: E402
+
+S = 5
+
+
+def _blocks(backend, scores):
+    """{name: step} for one backend's building blocks on ``scores`` (NumPy float32)."""
+    b, n = scores.shape
+    if backend == "torch":
+        import array_api_compat.torch as xp
+        import torch
+
+        x = torch.asarray(scores)
+        noisy = torch.asarray(np.repeat(scores, S, axis=0))
+        wrap, sync = (lambda f: f), (lambda r: r)
+        draw = lambda: standard_normal(xp, (b, S, n), x, seed=0)  # noqa: E731
+    elif backend == "jax":
+        import jax
+        import jax.numpy as xp
+
+        x, noisy = xp.asarray(scores), xp.asarray(np.repeat(scores, S, axis=0))
+        wrap, sync = jax.jit, jax.block_until_ready
+        key = jax.random.key(0)
+        normal = jax.jit(lambda kk: jax.random.normal(kk, (b, S, n), dtype=xp.float32))
+        draw = lambda: normal(key)  # noqa: E731
+    else:
+        import array_api_compat.numpy as xp
+
+        x, noisy = scores, np.repeat(scores, S, axis=0)
+        wrap, sync = (lambda f: f), (lambda r: r)
+        draw = lambda: standard_normal(xp, (b, S, n), x, seed=0)  # noqa: E731
+    topk = wrap(lambda a: ops.top_k_values(xp, a, 5, ordered=False))
+    kth = wrap(lambda a: ops.kth_largest(xp, a, 6))
+    exp = wrap(xp.exp)
+    return {
+        "top-k": lambda: sync(topk(x)),
+        "exp": lambda: sync(exp(x)),
+        "normal S=5": lambda: sync(draw()),
+        "top-k S=5": lambda: sync(kth(noisy)),
+    }
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backends", default="torch,jax,numpy")
+    p.add_argument("--sizes", default=bench_losses.DEFAULT_SIZES)
+    p.add_argument("--repeat", type=int, default=7)
+    a = p.parse_args(argv)
+    print(f"# {bench_losses.machine()}; float32; each block's median time / cross-entropy's (forward + backward)")
+    names = ["top-k", "exp", "normal S=5", "top-k S=5"]
+    print(f"{'backend':8} {'size':>10} {'CE ms':>8} " + " ".join(f"{m:>11}" for m in names))
+    for backend in a.backends.split(","):
+        for size in a.sizes.split(","):
+            batch, n = map(int, size.split("x"))
+            rng = np.random.default_rng(0)
+            scores = rng.normal(size=(batch, n)).astype(np.float32)
+            labels = rng.integers(0, n, size=batch)
+            steps = {"CE": bench_losses.BACKENDS[backend](scores, labels)(None, {}), **_blocks(backend, scores)}
+            times = {m: [] for m in steps}
+            for step in steps.values():
+                step()  # warm-up (and jit compilation)
+            for _ in range(a.repeat):
+                for m, step in steps.items():
+                    t0 = time.perf_counter()
+                    step()
+                    times[m].append(time.perf_counter() - t0)
+            ce = statistics.median(times["CE"])
+            ratios = " ".join(f"{statistics.median(times[m]) / ce:10.2f}x" for m in names)
+            print(f"{backend:8} {size:>10} {ce * 1e3:8.3f} {ratios}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
