@@ -77,10 +77,17 @@ def main(argv=None):
     p.add_argument("--backends", default="torch,jax,numpy")
     p.add_argument("--sizes", default=bench_losses.DEFAULT_SIZES)
     p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--markdown", action="store_true", help="a Markdown table")
     a = p.parse_args(argv)
-    print(f"# {bench_losses.machine()}; float32; each block's median time / cross-entropy's (forward + backward)")
+    caption = f"{bench_losses.machine()}; float32; each block's median time / cross-entropy's (forward + backward)"
     names = ["top-k", "exp", "normal S=5", "top-k S=5"]
-    print(f"{'backend':8} {'size':>10} {'CE ms':>8} " + " ".join(f"{m:>11}" for m in names))
+    if a.markdown:
+        print(f"*{caption}*\n")
+        print("| backend | batch x n | CE ms | " + " | ".join(names) + " |")
+        print("|---|---|---|" + "---|" * len(names))
+    else:
+        print(f"# {caption}")
+        print(f"{'backend':8} {'size':>10} {'CE ms':>8} " + " ".join(f"{m:>11}" for m in names))
     for backend in a.backends.split(","):
         for size in a.sizes.split(","):
             batch, n = map(int, size.split("x"))
@@ -97,8 +104,11 @@ def main(argv=None):
                     step()
                     times[m].append(time.perf_counter() - t0)
             ce = statistics.median(times["CE"])
-            ratios = " ".join(f"{statistics.median(times[m]) / ce:10.2f}x" for m in names)
-            print(f"{backend:8} {size:>10} {ce * 1e3:8.3f} {ratios}", flush=True)
+            ratios = [f"{statistics.median(times[m]) / ce:.2f}x" for m in names]
+            if a.markdown:
+                print(f"| {backend} | {size.replace('x', ' x ')} | {ce * 1e3:.3f} | " + " | ".join(ratios) + " |", flush=True)
+            else:
+                print(f"{backend:8} {size:>10} {ce * 1e3:8.3f} " + " ".join(f"{r:>11}" for r in ratios), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,41 @@
+"""Helpers of the core with a native path per backend and a standard-only fallback: each path
+against a NumPy statement of what it must return (array-api-strict takes the fallbacks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backends import asarray, to_numpy
+from topkloss.adapters import namespace
+from topkloss.core import ops
+
+
+@pytest.mark.parametrize("add", [False, True], ids=["write", "add"])
+def test_put_columns(xp, add):
+    rng = np.random.default_rng(0)
+    base, values = rng.normal(size=(4, 7)), rng.normal(size=(4, 3))
+    idx = np.stack([rng.permutation(7)[:3] for _ in range(4)])  # distinct within a row
+    want = base.copy()
+    for b in range(4):
+        want[b, idx[b]] = want[b, idx[b]] + values[b] if add else values[b]
+    x = asarray(xp, base, xp.float64)
+    ns = namespace(x)
+    got = ops.put_columns(ns, x, asarray(xp, values, xp.float64), asarray(xp, idx), add=add)
+    np.testing.assert_array_equal(to_numpy(got), want)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_top_k_and_mask_follow_the_tie_rule(xp, k):
+    """Ties at the k-th value: the lowest indices first, in the one-top-k path (JAX) and the
+    values-then-mask path alike; the values are the k largest in any order."""
+    rows = np.array([[1.0, 3.0, 3.0, 3.0, 0.0, 3.0], [2.0, 2.0, 2.0, 2.0, 2.0, 2.0], [0.0, 5.0, 1.0, 4.0, 1.0, 1.0]])
+    want = np.zeros(rows.shape, dtype=bool)
+    for b, row in enumerate(rows):
+        want[b, sorted(range(row.size), key=lambda j: (-row[j], j))[:k]] = True
+    x = asarray(xp, rows, xp.float64)
+    ns = namespace(x)
+    values, mask = ops.top_k_and_mask(ns, x, k)
+    np.testing.assert_array_equal(to_numpy(mask), want)
+    np.testing.assert_array_equal(np.sort(to_numpy(values), axis=-1), np.sort(rows[want].reshape(3, k), axis=-1))
+    np.testing.assert_array_equal(to_numpy(ops.topk_mask(ns, x, k)), want)
