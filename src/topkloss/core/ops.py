@@ -159,8 +159,8 @@ def top_k_values(xp, x, k, ordered=True):
 def top_k_and_mask(xp, x, k):
     """``(values, mask)``: the ``k`` largest entries of each row of a 2-D ``x`` (in any order)
     and :func:`topk_mask`. JAX's ``top_k`` puts the lower index first among equal values, so
-    its indices already follow the tie rule: one top-k and a scatter there; elsewhere the
-    values, then the mask from them."""
+    its indices already follow the tie rule: one top-k and a compare against its indices
+    there; elsewhere the values, then the mask from them."""
     if getattr(xp, "__name__", "") == "jax.numpy":
         values, indices = top_k(xp, x, k)
         # a fused compare against the k indices, not a scatter: a scatter needs an explicit
@@ -264,28 +264,10 @@ def take_columns(xp, x, indices):
     return xp.take_along_axis(x, indices, axis=-1)
 
 
-def scatter_columns(xp, values, indices, n, like):
-    """A ``(batch, n)`` array, zero except ``values[:, j]`` at column ``indices[:, j]``.
-
-    The indices of one row must be distinct. Native scatter where the backend has one
-    (torch, JAX, NumPy/CuPy), else a standard-only masked sum over the j's.
-    """
-    name = getattr(xp, "__name__", "")
-    zero = xp.zeros_like(like)
-    if name == "array_api_compat.torch":
-        return zero.scatter(-1, xp.astype(indices, xp.int64), values)
-    if name == "jax.numpy":
-        rows = xp.arange(like.shape[0])[:, None]
-        return zero.at[rows, indices].set(values)
-    if name in ("numpy", "array_api_compat.numpy", "cupy", "array_api_compat.cupy"):
-        out = xp.zeros_like(like)  # a fresh array: written in place, never an input
-        xp.put_along_axis(out, indices, values, axis=-1)
-        return out
-    cols = arange_like(xp, n, like, dtype=indices.dtype)[None, :]
-    out = zero
-    for j in range(indices.shape[-1]):
-        out = out + xp.where(cols == indices[:, j : j + 1], values[:, j : j + 1], zero)
-    return out
+def scatter_columns(xp, values, indices, like):
+    """A ``(batch, n)`` array, zero except ``values[:, j]`` at column ``indices[:, j]``
+    (:func:`put_columns` into zeros shaped like ``like``). The indices of one row must be distinct."""
+    return put_columns(xp, xp.zeros_like(like), values, indices)
 
 
 def put_columns(xp, base, values, indices, add=False):

@@ -263,8 +263,8 @@ def _hard_backward(xp, s, args, residuals, g, *, static):
     active, kth = residuals
     coef = (g * active / k)[:, None]
     n = s.shape[-1]
-    plus = scatter_columns(xp, coef, kth, n, s)
-    return plus - scatter_columns(xp, coef, labels[:, None], n, s)
+    plus = scatter_columns(xp, coef, kth, s)
+    return plus - scatter_columns(xp, coef, labels[:, None], s)
 
 
 TOPK_SVM = Op("topk_svm", _hard_forward, _hard_backward)

@@ -54,7 +54,7 @@ def _forward(xp, s, *args, static):
     inside = take_rows(xp, top, labels)
     # the mass of the classes other than y, from (batch, k) arrays and without cancellation:
     # y in T: S_out + S_T less one entry of T equal to s_y; y not in T: S_T + (S_out - e_y),
-    # where e_y <= every e of T, so the difference costs at most one rounding of S_T
+    # where e_y <= every e of T: the difference's rounding is at most a few of the result's
     match = xp.astype(values == s_y[:, None], xp.int32)
     first = (match == 1) & (xp.cumulative_sum(match, axis=-1) == 1)
     top_not_y = xp.sum(xp.where(first, 0.0, e_top), axis=-1)
