@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_losses  # noqa: E402  (the cross-entropy baseline, exactly as the loss benchmark times it)
+import bench_losses
 
-from topkloss.api._random import standard_normal  # noqa: E402
-from topkloss.core import ops  # noqa: E402
+from topkloss.api._random import standard_normal
+from topkloss.core import ops
 
 S = 5
 
@@ -45,7 +45,7 @@ def _blocks(backend, scores):
         x = torch.asarray(scores)
         noisy = torch.asarray(np.repeat(scores, S, axis=0))
         wrap, sync = (lambda f: f), (lambda r: r)
-        draw = lambda: standard_normal(xp, (b, S, n), x, seed=0)  # noqa: E731
+        draw = lambda: standard_normal(xp, (b, S, n), x, seed=0)
     elif backend == "jax":
         import jax
         import jax.numpy as xp
@@ -54,13 +54,13 @@ def _blocks(backend, scores):
         wrap, sync = jax.jit, jax.block_until_ready
         key = jax.random.key(0)
         normal = jax.jit(lambda kk: jax.random.normal(kk, (b, S, n), dtype=xp.float32))
-        draw = lambda: normal(key)  # noqa: E731
+        draw = lambda: normal(key)
     else:
         import array_api_compat.numpy as xp
 
         x, noisy = scores, np.repeat(scores, S, axis=0)
         wrap, sync = (lambda f: f), (lambda r: r)
-        draw = lambda: standard_normal(xp, (b, S, n), x, seed=0)  # noqa: E731
+        draw = lambda: standard_normal(xp, (b, S, n), x, seed=0)
     topk = wrap(lambda a: ops.top_k_values(xp, a, 5, ordered=False))
     kth = wrap(lambda a: ops.kth_largest(xp, a, 6))
     exp = wrap(xp.exp)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from backends import asarray, to_numpy
+
 from topkloss.adapters import namespace
 from topkloss.core import ops
 

@@ -262,7 +262,6 @@ def _hard_backward(xp, s, args, residuals, g, *, static):
     (labels,) = args
     active, kth = residuals
     coef = (g * active / k)[:, None]
-    n = s.shape[-1]
     plus = scatter_columns(xp, coef, kth, s)
     return plus - scatter_columns(xp, coef, labels[:, None], s)
 
