@@ -128,4 +128,16 @@ def test_level_forms_policy():
         d_child, h = d, h // 2
     # level_structure agrees with the forms (what the backward unflattens)
     structure = esf.level_structure(100_000, 20, 64, "linear", True)
-    assert [w == 0 for w in structure[1:]] == gpu
+    assert [w == 0 for w in structure[1:]] == list(gpu)
+
+
+def test_level_forms_memo():
+    """level_forms answers from its memo exactly what the plan computes, and the memo is keyed
+    by every argument (a different device or mode gets its own plan)."""
+    from topkloss.core import esf
+
+    for args in [(100_000, 20, 64, "linear", False), (100_000, 20, 64, "linear", True), (10_000, 5, 256, "log", False)]:
+        first = esf.level_forms(*args)
+        assert first == esf._plan_forms(*args)
+        assert esf.level_forms(*args) is first  # the memo's answer
+    assert esf.level_forms(10_000, 5, 256, "linear", False) != esf.level_forms(10_000, 5, 256, "linear", True)

@@ -25,9 +25,10 @@ contiguous blocks.
 from __future__ import annotations
 
 import math
+import sys
 
 from .op import Op
-from .ops import NEG_INF, _device, full_like_shape, logsumexp_list, on_accelerator
+from .ops import NEG_INF, _device, fma, full_like_shape, logsumexp_list, on_accelerator
 
 __all__ = ["LOG_ESF", "tree_levels", "tree_top", "tree_root", "complement", "tree_backprop", "log_pi", "level_structure"]
 
@@ -47,20 +48,19 @@ def poly_mul(xp, a, b, degree, mode="log"):
     da, db = len(a), len(b)
     out = []
     for j in range(1, min(da + db, degree) + 1):
-        terms = []
-        if j <= da:
-            terms.append(a[j - 1])
-        if j <= db:
-            terms.append(b[j - 1])
-        for i in range(max(1, j - db), min(da, j - 1) + 1):
-            terms.append(a[i - 1] + b[j - i - 1] if mode == "log" else a[i - 1] * b[j - i - 1])
+        ends = ([a[j - 1]] if j <= da else []) + ([b[j - 1]] if j <= db else [])
+        pairs = [(a[i - 1], b[j - i - 1]) for i in range(max(1, j - db), min(da, j - 1) + 1)]
         if mode == "log":
-            out.append(logsumexp_list(xp, terms))
+            out.append(logsumexp_list(xp, ends + [u + v for u, v in pairs]))
+            continue
+        if ends:
+            acc = ends[0] if len(ends) == 1 else ends[0] + ends[1]
         else:
-            acc = terms[0]
-            for t in terms[1:]:
-                acc = acc + t
-            out.append(acc)
+            (u, v), pairs = pairs[0], pairs[1:]
+            acc = u * v
+        for u, v in pairs:  # one multiply-add each (a single operation in torch)
+            acc = fma(xp, acc, u, v)
+        out.append(acc)
     return out
 
 
@@ -112,6 +112,19 @@ def _list_ops(d_child, d):
     return ops
 
 
+_FORMS_MEMO = {}
+"""level_forms' answers by argument: an eager call pays a dictionary lookup, not the plan (tens
+of microseconds, six times per forward + backward). A dict, not ``functools.lru_cache``, which
+``torch.compile`` warns about; it is not used while ``torch.compile`` traces (a guard on the
+dict would recompile the graph as it fills), nor for symbolic sizes."""
+
+
+def _torch_compiling():
+    """Whether ``torch.compile`` is tracing this call (torch looked up, never imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.compiler.is_compiling()
+
+
 def level_forms(m, k, rest=1, mode="linear", accelerator=False):
     """Per level above the leaves, whether it is *stacked* (one array of coefficients) or a list.
 
@@ -125,6 +138,18 @@ def level_forms(m, k, rest=1, mode="linear", accelerator=False):
     space always uses lists. ``accelerator`` is :func:`~.ops.on_accelerator`'s answer. Static:
     ``m`` leaves, degree ``k``, ``rest`` = the size of the other axes; never values.
     """
+    key = (m, k, rest, mode, accelerator)
+    if _torch_compiling() or not all(type(v) in (int, str, bool) for v in key):
+        return _plan_forms(*key)
+    forms = _FORMS_MEMO.get(key)
+    if forms is None:
+        if len(_FORMS_MEMO) >= 1024:  # many distinct shapes: start again rather than grow
+            _FORMS_MEMO.clear()
+        forms = _FORMS_MEMO[key] = _plan_forms(*key)
+    return forms
+
+
+def _plan_forms(m, k, rest, mode, accelerator):
     size = 1 << max(0, (m - 1).bit_length())
     op_cost, per_element = ACCELERATOR_COSTS
     limit = max(STACK_BUDGET * size * rest, STACK_SMALL)
@@ -137,7 +162,7 @@ def level_forms(m, k, rest=1, mode="linear", accelerator=False):
         cheaper = stacked_cost < list_cost if accelerator else _list_ops(d_child, d) > CPU_LIST_OPS
         forms.append(mode == "linear" and cheaper and 2 * transient <= limit)
         d_child, h = d, h // 2
-    return forms
+    return tuple(forms)
 
 
 def _index(xp, values, like):
@@ -291,8 +316,8 @@ def tree_backprop(xp, levels, cotangent, m):
         for j in range(1, len(level) + 1):
             acc_1, acc_2 = r[j - 1], r[j - 1]
             for mm in range(1, min(len(level), len(r) - j) + 1):
-                acc_1 = acc_1 + second[mm - 1] * r[j + mm - 1]
-                acc_2 = acc_2 + first[mm - 1] * r[j + mm - 1]
+                acc_1 = fma(xp, acc_1, second[mm - 1], r[j + mm - 1])  # one operation in torch
+                acc_2 = fma(xp, acc_2, first[mm - 1], r[j + mm - 1])
             r_first.append(acc_1)
             r_second.append(acc_2)
         del r, acc_1, acc_2  # the parent's cotangent goes before the child's is assembled: the peak

@@ -84,6 +84,16 @@ def logsumexp(xp, x, axis=-1, keepdims=False):
     return out if keepdims else xp.squeeze(out, axis=axis)
 
 
+def fma(xp, acc, a, b):
+    """``acc + a * b`` (broadcasting). torch: one ``addcmul``, one operation and one pass
+    where the standard spelling takes two (eager torch pays a dispatch per operation; the
+    product trees are made of these). Elsewhere the standard spelling: XLA fuses it, NumPy
+    has no fused form."""
+    if getattr(xp, "__name__", "") == "array_api_compat.torch":
+        return xp.addcmul(acc, a, b)
+    return acc + a * b
+
+
 def softplus(xp, r):
     """``log(1 + exp(r))`` without overflow."""
     return xp.maximum(r, xp.zeros_like(r)) + xp.log1p(xp.exp(-xp.abs(r)))
@@ -254,13 +264,22 @@ def take_rows(xp, x, index):
     """
     dt = xp.__array_namespace_info__().default_dtypes()["indexing"]
     index = index if index.dtype == dt else xp.astype(index, dt)
-    return xp.take_along_axis(x, index[:, None], axis=-1)[:, 0]
+    return _take_along_last(xp, x, index[:, None])[:, 0]
 
 
 def take_columns(xp, x, indices):
     """``x[b, indices[b, j]]`` for a 2-D ``x`` and 2-D integer ``indices`` (``take_along_axis``)."""
     if getattr(xp, "__name__", "") == "array_api_compat.torch" and indices.dtype != xp.int64:
         indices = xp.astype(indices, xp.int64)  # torch gathers with int64 indices only
+    return _take_along_last(xp, x, indices)
+
+
+def _take_along_last(xp, x, indices):
+    """``take_along_axis`` on the last axis for non-negative ``indices``. torch: its own
+    ``take_along_dim``, one operation, where array-api-compat's wrapper adds three to map
+    negative indices (a compare, an add, a where), which ours never are."""
+    if getattr(xp, "__name__", "") == "array_api_compat.torch":
+        return xp.take_along_dim(x, indices, dim=-1)
     return xp.take_along_axis(x, indices, axis=-1)
 
 
