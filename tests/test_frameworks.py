@@ -68,6 +68,26 @@ def test_torch_compile_fullgraph():
     np.testing.assert_allclose(st.grad.numpy(), want_g, rtol=1e-4, atol=1e-6)
 
 
+def test_torch_compile_does_not_recompile_for_the_same_shapes():
+    """The core's eager-only state (esf.level_forms' memo) is invisible to dynamo: a shape seen
+    before reuses its graph (a guard on the memo would fail as the memo fills: one more graph)."""
+    available("torch")
+    import torch
+    from torch._dynamo.utils import counters
+
+    from topkloss.core import esf
+
+    fn, params = FUNCS["smooth_topk_svm"]
+    esf._FORMS_MEMO.clear()
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(lambda a, b: fn(a, b, **params), dynamic=False)
+    for batch in (8, 8, 4, 6, 8):
+        s, y = _data(batch=batch, n=20, seed=batch)
+        compiled(torch.tensor(s, dtype=torch.float32, requires_grad=True), torch.tensor(y)).backward()
+    assert counters["stats"]["unique_graphs"] == 3
+
+
 @pytest.mark.parametrize("name", FUNCS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_jax_grad_jit_vmap(name, dtype):

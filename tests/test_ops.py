@@ -39,3 +39,17 @@ def test_top_k_and_mask_follow_the_tie_rule(xp, k):
     np.testing.assert_array_equal(to_numpy(mask), want)
     np.testing.assert_array_equal(np.sort(to_numpy(values), axis=-1), np.sort(rows[want].reshape(3, k), axis=-1))
     np.testing.assert_array_equal(to_numpy(ops.topk_mask(ns, x, k)), want)
+
+
+def test_fma_and_gathers(xp):
+    """fma is acc + a * b with broadcasting (one addcmul in torch); take_rows and take_columns
+    gather by non-negative indices (torch's take_along_dim directly)."""
+    rng = np.random.default_rng(1)
+    acc, a, b = rng.normal(size=(1, 3, 4)), rng.normal(size=(2, 3, 4)), rng.normal(size=(1, 3, 4))
+    ns = namespace(asarray(xp, acc, xp.float64))
+    got = ops.fma(ns, *(asarray(xp, v, xp.float64) for v in (acc, a, b)))
+    np.testing.assert_allclose(to_numpy(got), acc + a * b, rtol=1e-15, atol=0)
+    x, idx = rng.normal(size=(4, 7)), rng.integers(0, 7, size=(4, 3))
+    xa = asarray(xp, x, xp.float64)
+    np.testing.assert_array_equal(to_numpy(ops.take_columns(ns, xa, asarray(xp, idx))), np.take_along_axis(x, idx, axis=-1))
+    np.testing.assert_array_equal(to_numpy(ops.take_rows(ns, xa, asarray(xp, idx[:, 0]))), x[np.arange(4), idx[:, 0]])

@@ -121,8 +121,8 @@ dict would recompile the graph as it fills), nor for symbolic sizes."""
 
 def _torch_compiling():
     """Whether ``torch.compile`` is tracing this call (torch looked up, never imported)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and torch.compiler.is_compiling()
+    is_compiling = getattr(getattr(sys.modules.get("torch"), "compiler", None), "is_compiling", None)
+    return is_compiling is not None and bool(is_compiling())
 
 
 def level_forms(m, k, rest=1, mode="linear", accelerator=False):
