@@ -113,8 +113,8 @@ def _list_ops(d_child, d):
 
 
 _FORMS_MEMO = {}
-"""level_forms' answers by argument: an eager call pays a dictionary lookup, not the plan (tens
-of microseconds, six times per forward + backward). A dict, not ``functools.lru_cache``, which
+"""level_forms' answers by argument: an eager call pays a dictionary lookup, not the plan (a
+Python loop over levels and degrees, six times per forward + backward). A dict, not ``functools.lru_cache``, which
 ``torch.compile`` warns about; it is not used while ``torch.compile`` traces (a guard on the
 dict would recompile the graph as it fills), nor for symbolic sizes."""
 
