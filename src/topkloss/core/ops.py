@@ -269,8 +269,6 @@ def take_rows(xp, x, index):
 
 def take_columns(xp, x, indices):
     """``x[b, indices[b, j]]`` for a 2-D ``x`` and 2-D integer ``indices`` (``take_along_axis``)."""
-    if getattr(xp, "__name__", "") == "array_api_compat.torch" and indices.dtype != xp.int64:
-        indices = xp.astype(indices, xp.int64)  # torch gathers with int64 indices only
     return _take_along_last(xp, x, indices)
 
 
@@ -279,6 +277,8 @@ def _take_along_last(xp, x, indices):
     ``take_along_dim``, one operation, where array-api-compat's wrapper adds three to map
     negative indices (a compare, an add, a where), which ours never are."""
     if getattr(xp, "__name__", "") == "array_api_compat.torch":
+        if indices.dtype != xp.int64:
+            indices = xp.astype(indices, xp.int64)  # torch gathers with int64 indices only
         return xp.take_along_dim(x, indices, dim=-1)
     return xp.take_along_axis(x, indices, axis=-1)
 
