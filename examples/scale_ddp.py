@@ -67,6 +67,9 @@ def train(rank, world_size, init_file, steps, save):
         print(f"{world_size} processes, {steps} steps of {BATCH} rows: done")
         if save:
             torch.save({"grads": grads, "state": model.module.state_dict()}, save)
+    # every rank reaches this point before any tears down its gloo connections: without it a
+    # rank that finishes first can close them under the other (which then aborts at exit)
+    dist.barrier()
     dist.destroy_process_group()
 
 
