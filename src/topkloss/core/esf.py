@@ -25,10 +25,9 @@ contiguous blocks.
 from __future__ import annotations
 
 import math
-import sys
 
 from .op import Op
-from .ops import NEG_INF, _device, fma, full_like_shape, logsumexp_list, on_accelerator
+from .ops import NEG_INF, _device, _torch_compiling, fma, full_like_shape, logsumexp_list, on_accelerator
 
 __all__ = ["LOG_ESF", "tree_levels", "tree_top", "tree_root", "complement", "tree_backprop", "log_pi", "level_structure"]
 
@@ -117,12 +116,6 @@ _FORMS_MEMO = {}
 Python loop over levels and degrees, six times per forward + backward). A dict, not ``functools.lru_cache``, which
 ``torch.compile`` warns about; it is not used while ``torch.compile`` traces (a guard on the
 dict would recompile the graph as it fills), nor for symbolic sizes."""
-
-
-def _torch_compiling():
-    """Whether ``torch.compile`` is tracing this call (torch looked up, never imported)."""
-    is_compiling = getattr(getattr(sys.modules.get("torch"), "compiler", None), "is_compiling", None)
-    return is_compiling is not None and bool(is_compiling())
 
 
 def level_forms(m, k, rest=1, mode="linear", accelerator=False):

@@ -94,6 +94,15 @@ def fma(xp, acc, a, b):
     return acc + a * b
 
 
+def clip(xp, x, lo, hi):
+    """``min(max(x, lo), hi)`` for Python (or symbolic) numbers ``lo <= hi``: one operation.
+    torch: ``clamp`` itself, which takes symbolic floats under ``torch.compile`` (array-api-compat's
+    ``clip`` inspects its bounds in Python and fails on them)."""
+    if getattr(xp, "__name__", "") == "array_api_compat.torch":
+        return xp.clamp(x, lo, hi)
+    return xp.clip(x, min=lo, max=hi)
+
+
 def softplus(xp, r):
     """``log(1 + exp(r))`` without overflow."""
     return xp.maximum(r, xp.zeros_like(r)) + xp.log1p(xp.exp(-xp.abs(r)))
@@ -289,17 +298,44 @@ def scatter_columns(xp, values, indices, like):
     return put_columns(xp, xp.zeros_like(like), values, indices)
 
 
+def _torch_compiling():
+    """Whether ``torch.compile`` is tracing this call (torch looked up, never imported)."""
+    is_compiling = getattr(getattr(sys.modules.get("torch"), "compiler", None), "is_compiling", None)
+    return is_compiling is not None and bool(is_compiling())
+
+
+def _torch_writable(base, *others):
+    """Whether eager torch may write into ``base``: not while ``torch.compile`` traces (the graph
+    is functional anyway), nor under ``torch.func`` transforms (a batched index cannot be written
+    into an unbatched base), nor where autograd records ``base``."""
+    if _torch_compiling() or base.requires_grad:
+        return False
+    wrapped = sys.modules["torch"]._C._functorch.is_functorch_wrapped_tensor
+    return not any(wrapped(a) for a in (base, *others))
+
+
+def copy(xp, x):
+    """A new array equal to ``x``, for :func:`put_columns` to write into. torch: ``clone``
+    (array-api-compat's ``asarray`` makes ``torch.compile`` warn about its caches)."""
+    if getattr(xp, "__name__", "") == "array_api_compat.torch":
+        return x.clone()
+    return xp.asarray(x, copy=True)
+
+
 def put_columns(xp, base, values, indices, add=False):
     """``base`` with ``values[:, j]`` written (``add=True``: added) at column ``indices[:, j]``
     of each row; the indices of one row must be distinct.
 
-    ``base`` must be a temporary the caller owns: NumPy and CuPy write into it (no second
-    ``(batch, n)`` array); torch and JAX return a new array; elsewhere a standard-only
-    masked sum over the j's.
+    ``base`` must be a temporary the caller owns: NumPy, CuPy and eager torch write into it (no
+    second ``(batch, n)`` array; torch returns a new array under ``torch.compile`` and
+    ``torch.func`` transforms); JAX returns a new array (in place under ``jit``); elsewhere a
+    standard-only masked sum over the j's.
     """
     name = getattr(xp, "__name__", "")
     if name == "array_api_compat.torch":
         idx = xp.astype(indices, xp.int64)
+        if _torch_writable(base, values, idx):  # in place: no copy of the (batch, n) base
+            return base.scatter_add_(-1, idx, values) if add else base.scatter_(-1, idx, values)
         return base.scatter_add(-1, idx, values) if add else base.scatter(-1, idx, values)
     if name == "jax.numpy":
         at = base.at[xp.arange(base.shape[0])[:, None], indices]

@@ -45,7 +45,7 @@ import math
 
 from .esf import complement, restore_tree, tree_backprop, tree_levels, tree_residuals, tree_root
 from .op import Op
-from .ops import NEG_INF, _device, arange_like, on_accelerator, float64_available, logsumexp, onehot, put_columns, scatter_columns, sigmoid, take_columns, top_k
+from .ops import NEG_INF, _device, arange_like, clip, copy, float64_available, full_like_shape, logsumexp, on_accelerator, onehot, put_columns, scatter_columns, sigmoid, take_columns, top_k
 
 __all__ = ["SMOOTH_TOPK_SVM", "TOPK_SVM", "plan_mode"]
 
@@ -114,28 +114,32 @@ def _scaled(xp, diff, scale):
 
 def _forward_parts(xp, s, labels, k, tau, mode, wide):
     """Everything both passes need: U's leaves and tree, w = 1/x_T and its tree, m = |T|, s_y - c."""
-    n = s.shape[-1]
     neg_inf = NEG_INF  # a Python scalar: takes the array's dtype and device
-    others = xp.where(onehot(xp, labels, n, s), neg_inf, s)
+    # the label out of the ranking: a copy of s with -inf written at y (O(batch) writes)
+    others = put_columns(xp, copy(xp, s), full_like_shape(xp, (s.shape[0], 1), neg_inf, s), labels[:, None])
     vals, idx = top_k(xp, others, k)
     c = xp.min(vals, axis=-1, keepdims=True)  # the k-th largest (a min, not a slice: XLA keeps top_k)
-    # subtract before dividing: exact differences, one rounding. Clipped at -_Z_CLIP: exp gives
-    # exactly 0 there already, and the division cannot overflow however far apart the scores are.
-    z = _scaled(xp, others - c, k * tau)
+    in_t = vals > c  # (batch, k): which of the top k are in T
+    # subtract before dividing: exact differences, one rounding. Clipped to [-_Z_CLIP k tau, 0]
+    # first: the division cannot overflow however far apart the scores are; below -_Z_CLIP
+    # exp gives exactly 0 already (the label's -inf lands there), and T's entries, clipped to
+    # 0, are written out of U below. One clip: every (batch, n) operation is a pass over memory.
+    z = clip(xp, others - c, -_Z_CLIP * k * tau, 0.0) / (k * tau)
     del others  # (batch, n) temporaries go before the trees are built: the peak is there
     if wide:
         z = xp.astype(z, xp.float64)
-    leaves = xp.where(z > 0, neg_inf, z)  # T leaves out of U (x = 0)
+    leaves = xp.exp(z) if mode == "linear" else z
     del z
-    if mode == "linear":
-        leaves = xp.exp(leaves)
+    # T leaves U (x = 0). The other top-k columns tie with c: z = 0 exactly, x = 1, written as is
+    tie = xp.astype(~in_t, leaves.dtype)
+    leaves = put_columns(xp, leaves, tie if mode == "linear" else _safe_log(xp, tie), idx)
     d_y = take_columns(xp, s, labels[:, None])[:, 0] - c[:, 0]
     # all k top values, never a slice of them: XLA turns top_k followed by a slice into a full
     # sort. The k-th (= c) is not in T: its w is 0 (log w = -inf) and it adds nothing.
-    log_w = xp.where(vals > c, _scaled(xp, c - vals, k * tau), neg_inf)  # log(1/x_t) < 0 on T, -inf elsewhere
+    log_w = xp.where(in_t, _scaled(xp, c - vals, k * tau), neg_inf)  # log(1/x_t) < 0 on T, -inf elsewhere
     if wide:
         log_w = xp.astype(log_w, xp.float64)
-    m = xp.sum(xp.astype(vals > c, labels.dtype), axis=-1)
+    m = xp.sum(xp.astype(in_t, labels.dtype), axis=-1)
     # the trees take nodes first, batch last: (n, batch), contiguous halves, vectorised rows
     levels_u = tree_levels(xp, xp.permute_dims(leaves, (1, 0)), k, mode)
     # w < 1: the same bound makes linear space exact for its polynomial
@@ -200,6 +204,10 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     levels_u, n_u = restore_tree(xp, residuals[6:], n, k, batch, mode, accelerator)
     levels_w = restore_tree(xp, residuals[6 + n_u :], k, k - 1, batch, mode, accelerator)[0] if k >= 2 else [[]]
     shift = -log_dn[:, :, None]  # (batch, 2, 1): log(1/D), log(1/N)
+    # dL/ds = coef dr/dz, coef = g sigmoid(r) / k: folded into the trees' (k, batch) cotangents,
+    # not applied to the (batch, n) result (one pass over memory fewer)
+    coef = g * sigmoid(xp, r) / k
+    coef_t = xp.astype(coef, levels_u[0][0].dtype)[None, :] if wide else coef[None, :]
 
     # U: d(log N - log D)/d e_j(U) = e_{j-k+m}(w) / N - e_{j-k+1+m}(w) / D, j = 1..k, as logs
     table_w = _padded_table(xp, log_ew, k)
@@ -207,7 +215,7 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     log_cn, log_cd = log_c[:, 0, :], log_c[:, 1, :]  # (batch, k)
     leaves = levels_u[0][0][:n, ...]  # (n, batch)
     if mode == "linear":
-        cot = xp.permute_dims(xp.exp(log_cn) - xp.exp(log_cd), (1, 0))  # (k, batch)
+        cot = coef_t * xp.permute_dims(xp.exp(log_cn) - xp.exp(log_cd), (1, 0))  # (k, batch)
         d_z = leaves * tree_backprop(xp, levels_u, cot, n)
     else:  # every term is a fraction (<= 1) of N or D: exponentiate whole terms only
         outside = complement(xp, levels_u, k - 1, n)
@@ -215,6 +223,7 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
         for j in range(1, k + 1):
             log_term = leaves if j == 1 else leaves + outside[j - 2]
             d_z = d_z + (xp.exp(log_term + log_cn[:, j - 1][None, :]) - xp.exp(log_term + log_cd[:, j - 1][None, :]))
+        d_z = coef_t * d_z
     d_z = xp.permute_dims(d_z, (1, 0))
     if wide:
         d_z = xp.astype(d_z, s.dtype)
@@ -225,7 +234,7 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
         log_a = _log_terms(xp, table_u, _pair_degrees(xp, m, k, k - 1, -1), k, k, shift)  # as in the forward
         log_ad, log_an = log_a[:, 0, :], log_a[:, 1, :]
         if mode == "linear":  # w_t sum_b e_{b-1}(w \ t) (A_b - N_b): reverse mode down w's tree
-            cot = xp.permute_dims(xp.exp(log_ad[:, 1:]) - xp.exp(log_an[:, 1:]), (1, 0))  # (k - 1, batch)
+            cot = coef_t * xp.permute_dims(xp.exp(log_ad[:, 1:]) - xp.exp(log_an[:, 1:]), (1, 0))  # (k - 1, batch)
             d_t = w * tree_backprop(xp, levels_w, cot, k)
         else:
             out_w = complement(xp, levels_w, k - 2, k, mode)
@@ -234,13 +243,11 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
             for b in range(1, k):
                 lc = log_comp[b - 1]
                 d_t = d_t + (xp.exp(lc + log_ad[:, b][None, :]) - xp.exp(lc + log_an[:, b][None, :]))
+            d_t = coef_t * d_t
         d_t = xp.permute_dims(d_t, (1, 0))
         d_z = put_columns(xp, d_z, xp.astype(d_t, s.dtype) if wide else d_t, idx_t, add=True)
 
-    coef = (g * sigmoid(xp, r) / k)[:, None]
-    if wide:
-        coef = xp.astype(coef, s.dtype)
-    return put_columns(xp, coef * d_z, -coef, labels[:, None])  # -coef at y (written, not added)
+    return put_columns(xp, d_z, -xp.astype(coef, s.dtype)[:, None], labels[:, None])  # -coef at y (written, not added)
 
 
 SMOOTH_TOPK_SVM = Op("smooth_topk_svm", _smooth_forward, _smooth_backward)
