@@ -67,8 +67,13 @@ def _dp_log_esf(x, k):
     return out
 
 
+@pytest.mark.parametrize("compact", [False, True])
 @pytest.mark.parametrize("m", [100, 1000, 4097])
-def test_large_m_matches_sequential_recursion(m):
+def test_large_m_matches_sequential_recursion(monkeypatch, m, compact):
+    if compact:  # level sizes as for wide rows (esf.level_sizes), padded on the way up
+        from topkloss.core import esf
+
+        monkeypatch.setattr(esf, "PAD_SMALL", -1)
     x = np.random.default_rng(m).normal(scale=2.0, size=(2, m))
     np.testing.assert_allclose(topkloss.log_esf(x, 5), _dp_log_esf(x, 5), rtol=1e-12)
 
@@ -92,3 +97,46 @@ def test_bad_input():
         topkloss.log_esf(np.zeros(3), 2.0)
     with pytest.raises(TypeError, match="x must have a real floating dtype"):
         topkloss.log_esf(np.zeros(3, dtype=np.int64), 2)
+
+
+@pytest.mark.parametrize("rest", [1, 256])
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 6, 9, 17, 33, 100, 1000, 4097, 10_000, 100_000])
+def test_level_sizes(m, rest):
+    """Even counts below the root, a parent for every pair, the depth of a power-of-two tree;
+    a power of two where its padding is small, else at most an eighth of the leaves (or one)."""
+    from topkloss.core.esf import PAD_SMALL, level_sizes
+
+    sizes = level_sizes(m, rest)
+    depth = max(0, (m - 1).bit_length())
+    assert sizes[-1] == 1 and len(sizes) - 1 == depth
+    assert all(s % 2 == 0 for s in sizes[:-1])
+    assert all(parent in (child // 2, child // 2 + 1) for child, parent in zip(sizes, sizes[1:]))
+    if m > 1 and ((1 << depth) - m) * rest <= PAD_SMALL:
+        assert sizes[0] == 1 << depth
+    else:
+        assert m <= sizes[0] <= max(m + 1, m + m // 8)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+@pytest.mark.parametrize("m", [3, 5, 9, 37, 100, 1000])
+def test_linear_tree_and_its_reverse_pass_with_padded_levels(monkeypatch, m, stacked):
+    """The linear-space tree (lists or stacked levels) and its reverse pass against the
+    sequential recursion, for counts whose levels gain zero nodes on the way up: e_j, and
+    d(sum_j c_j e_j)/dx_i = sum_j c_j e_{j-1}(x without i) (the recursion on the other leaves)."""
+    from conftest import force_level_forms
+    from topkloss.core import esf
+
+    force_level_forms(monkeypatch, stacked)
+    monkeypatch.setattr(esf, "PAD_SMALL", -1)  # compact level sizes, as for wide rows
+    k, batch = 4, 3
+    rng = np.random.default_rng(m)
+    x = rng.uniform(0.0, 1.0, size=(m, batch))
+    levels = esf.tree_levels(np, x, k, "linear")
+    assert [esf._nodes(level) for level in levels] == list(esf.level_sizes(m, batch))
+    want = np.exp(_dp_log_esf(np.log(x.T), k))  # (batch, k + 1)
+    np.testing.assert_allclose(esf.tree_root(np, levels, k, x, "linear").T, want[:, 1:], rtol=1e-12)
+    cot = rng.normal(size=(k, batch))
+    got = esf.tree_backprop(np, levels, cot, m)
+    for i in sorted({0, m // 2, m - 1}):
+        rest = np.exp(_dp_log_esf(np.log(np.delete(x, i, axis=0).T), k - 1))  # (batch, k)
+        np.testing.assert_allclose(got[i], np.sum(cot.T * rest, axis=-1), rtol=1e-10, atol=1e-12)

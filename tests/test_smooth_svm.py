@@ -11,7 +11,7 @@ import reference as ref
 import topkloss
 from backends import asarray, assert_array_type, assert_close, to_numpy
 from conftest import force_level_forms
-from topkloss.core import smooth_svm
+from topkloss.core import esf, smooth_svm
 
 VG_SMOOTH = topkloss.value_and_grad(topkloss.smooth_topk_svm)
 VG_HARD = topkloss.value_and_grad(topkloss.topk_svm)
@@ -22,13 +22,17 @@ def _data(seed, batch, n, scale=2.0):
     return rng.normal(scale=scale, size=(batch, n)), rng.integers(0, n, size=batch)
 
 
-@pytest.fixture(params=["linear", "linear-stacked", "linear-lists", "log", "linear64", "linear64-stacked"])
+@pytest.fixture(params=["linear", "linear-stacked", "linear-lists", "linear-compact", "log", "log-compact", "linear64", "linear64-stacked"])
 def mode(request, monkeypatch):
     """Run a test with the polynomial of U in linear space (tree levels as planned, all stacked,
-    all lists), in log space, and in linear space in float64 (all exact)."""
+    all lists, compact level sizes), in log space (power-of-two or compact level sizes), and in
+    linear space in float64 (all exact). Compact: every level padded to an even count only, as
+    wide rows are (``esf.level_sizes``); small trees are otherwise padded to a power of two."""
     plan, _, forms = request.param.partition("-")
     monkeypatch.setattr(smooth_svm, "plan_mode", lambda *a: plan)
-    if forms:
+    if forms == "compact":
+        monkeypatch.setattr(esf, "PAD_SMALL", -1)
+    elif forms:
         force_level_forms(monkeypatch, forms == "stacked")
     return request.param
 

@@ -63,14 +63,59 @@ def poly_mul(xp, a, b, degree, mode="log"):
     return out
 
 
+PAD_SMALL = 1 << 16
+"""Trees whose power-of-two padding adds at most this many elements (leaves times the other
+axes; 256 KiB of float32) are padded to a power of two: there the padding costs less than the
+operations that padding levels on the way up adds (a concatenation per coefficient array and
+level), which eager torch pays per call. A round figure between the benchmark's sizes: 256 x 100
+pads 24 x 256 elements, 256 x 10000 would pad 6384 x 256."""
+
+
+def level_sizes(m, rest=1):
+    """How many nodes each level of the tree of ``m`` leaves stores, leaves first, root (1) last.
+
+    Every level but the root has an even count: node ``i`` pairs with node ``i + size/2``.
+    The leaves are padded with zero leaves (the polynomial 1) to a multiple of ``2**p``, ``p``
+    four less than the tree's depth, so at most an eighth of them is padding and the first
+    ``p`` levels halve exactly; a level above them with an odd count gains one zero node, at
+    most sixteen nodes wide there. (Padding every row to a power of two would waste up to half
+    of the widest levels: 16384 leaves for 10000 classes.) Small trees (``rest`` is the size
+    of the other axes, :data:`PAD_SMALL`) are padded to a power of two. The depth,
+    ``ceil(log2 m)``, is that of a power-of-two tree either way.
+    """
+    if m <= 1:
+        return (2, 1) if m == 0 else (1,)
+    depth = (m - 1).bit_length()
+    p = depth if ((1 << depth) - m) * rest <= PAD_SMALL else max(0, depth - 4)
+    size = -(-m // (1 << p)) << p
+    size += size % 2  # p = 0: an even count all the same
+    sizes = [size]
+    while size > 1:
+        size //= 2
+        size += size % 2 if size > 1 else 0
+        sizes.append(size)
+    return tuple(sizes)
+
+
+def _pad_nodes(xp, level, size, mode):
+    """A level (a list of ``(nodes, ...)`` arrays, or one stacked ``(d, nodes, ...)`` array)
+    with zero nodes (``-inf`` in log mode) appended up to ``size`` nodes."""
+    fill = NEG_INF if mode == "log" else 0.0
+    if isinstance(level, list):
+        have = level[0].shape[0]
+        if have == size:
+            return level
+        return [xp.concat([c, full_like_shape(xp, (size - have, *c.shape[1:]), fill, c)], axis=0) for c in level]
+    have = level.shape[1]
+    if have == size:
+        return level
+    pad = full_like_shape(xp, (level.shape[0], size - have, *level.shape[2:]), fill, level)
+    return xp.concat([level, pad], axis=1)
+
+
 def pad_leaves(xp, leaves, mode="log"):
-    """Leaves ``(m, ...)`` padded with zeros (``-inf`` in log mode) to a power-of-two count."""
-    m = leaves.shape[0]
-    size = 1 << max(0, (m - 1).bit_length())
-    if size == m:
-        return leaves
-    pad = full_like_shape(xp, (size - m, *leaves.shape[1:]), NEG_INF if mode == "log" else 0.0, leaves)
-    return xp.concat([leaves, pad], axis=0)
+    """Leaves ``(m, ...)`` padded with zeros (``-inf`` in log mode) to :func:`level_sizes`' first count."""
+    return _pad_nodes(xp, [leaves], level_sizes(leaves.shape[0], _rest(leaves))[0], mode)[0]
 
 
 ACCELERATOR_COSTS = (1 << 20, 6)
@@ -143,18 +188,19 @@ def level_forms(m, k, rest=1, mode="linear", accelerator=False):
 
 
 def _plan_forms(m, k, rest, mode, accelerator):
-    size = 1 << max(0, (m - 1).bit_length())
+    sizes = level_sizes(m, rest)
     op_cost, per_element = ACCELERATOR_COSTS
-    limit = max(STACK_BUDGET * size * rest, STACK_SMALL)
-    forms, d_child, h = [], 1, size // 2
-    while h >= 1 and k >= 1:
+    limit = max(STACK_BUDGET * sizes[0] * rest, STACK_SMALL)
+    forms, d_child = [], 1
+    for child in sizes[:-1] if k >= 1 else ():
+        h = child // 2
         d = min(2 * d_child, k)
         transient = d * (d_child + 1) * h * rest
         list_cost = _list_ops(d_child, d) * (op_cost + 3 * h * rest)
         stacked_cost = 10 * op_cost + per_element * transient
         cheaper = stacked_cost < list_cost if accelerator else _list_ops(d_child, d) > CPU_LIST_OPS
         forms.append(mode == "linear" and cheaper and 2 * transient <= limit)
-        d_child, h = d, h // 2
+        d_child = d
     return tuple(forms)
 
 
@@ -212,31 +258,41 @@ def tree_levels(xp, leaves, k, mode="log"):
     """All levels of the product tree of ``prod_i (1 + x_i t)``, truncated at ``k``.
 
     ``leaves`` has shape ``(m, ...)``: ``log x`` (``mode="log"``, ``-inf`` for a leaf
-    equal to 0) or ``x >= 0`` (``mode="linear"``). The leaves are padded with zeros to a
-    power of two. Returns a list of levels; level ``L`` holds ``min(2**L, k)`` coefficients
-    of ``size / 2**L`` nodes: a list of arrays of shape ``(size / 2**L, ...)``, or (a stacked
-    level, see :func:`level_forms`) one array of shape ``(min(2**L, k), size / 2**L, ...)``.
-    Level 0 is the list ``[leaves]``; the last level has a single node: the product.
+    equal to 0) or ``x >= 0`` (``mode="linear"``). The leaves are padded with zeros to
+    :func:`level_sizes`' counts. Returns a list of levels;
+    level ``L`` holds ``min(2**L, k)`` coefficients of ``level_sizes(m)[L]`` nodes: a list of
+    arrays of shape ``(nodes, ...)``, or (a stacked level, see :func:`level_forms`) one array
+    of shape ``(min(2**L, k), nodes, ...)``. Level 0 is the list ``[leaves]``; the last level
+    has a single node: the product.
     """
-    forms = level_forms(leaves.shape[0], k, _rest(leaves), mode, on_accelerator(leaves))
+    m = leaves.shape[0]
+    forms = level_forms(m, k, _rest(leaves), mode, on_accelerator(leaves))
+    sizes = level_sizes(m, _rest(leaves))
     leaves = pad_leaves(xp, leaves, mode)
-    size = leaves.shape[0]
     level = [leaves] if k >= 1 else []
     levels = [level]
-    for stacked in forms:
-        size //= 2
+    for stacked, size in zip(forms, sizes[1:]):
         level = _next_level(xp, level, size, stacked, k, mode)
         levels.append(level)
     return levels
 
 
 def _next_level(xp, level, size, stacked, k, mode):
-    """The level above ``level``: products of its nodes ``i`` and ``size + i``."""
+    """The level above ``level`` (``size`` nodes): products of its nodes ``i`` and
+    ``i + half`` (half its nodes), then zero nodes up to ``size``."""
+    half = _nodes(level) // 2
     if stacked:
         both = _as_stack(xp, level)
-        return stacked_product(xp, both[:, :size, ...], both[:, size:, ...], k)
-    first, second = _halves(_as_list(level), size)
-    return poly_mul(xp, first, second, k, mode)
+        parent = stacked_product(xp, both[:, :half, ...], both[:, half:, ...], k)
+    else:
+        first, second = _halves(_as_list(level), half)
+        parent = poly_mul(xp, first, second, k, mode)
+    return _pad_nodes(xp, parent, size, mode)
+
+
+def _nodes(level):
+    """How many nodes a level (a list or a stacked array) holds."""
+    return level[0].shape[0] if isinstance(level, list) else level.shape[1]
 
 
 def _rest(x):
@@ -275,7 +331,9 @@ def complement(xp, levels, degree, m, mode="log"):
     """
     outside = []  # the root has nothing outside it: the polynomial 1
     for level in reversed(levels[:-1]):
-        first, second = _halves(level, level[0].shape[0] // 2)
+        half = level[0].shape[0] // 2
+        first, second = _halves(level, half)
+        outside = [o[:half, ...] for o in outside]  # the parents' padding nodes have no children
         out_first = poly_mul(xp, outside, second, degree, mode)
         out_second = poly_mul(xp, outside, first, degree, mode)
         outside = [xp.concat([a, b], axis=0) for a, b in zip(out_first, out_second)]
@@ -297,14 +355,15 @@ def tree_backprop(xp, levels, cotangent, m):
     """
     r = cotangent[:, None, ...] if not isinstance(cotangent, list) else [g[None, ...] for g in cotangent]
     for child, parent in zip(reversed(levels[:-1]), reversed(levels[1:])):
+        half = _nodes(child) // 2  # the parents' padding nodes (beyond half) have no children
         if not isinstance(parent, list):  # the level above was computed stacked: so is its backprop
             level = _as_stack(xp, child)
             r = _as_stack(xp, r)
-            r = _stacked_backprop(xp, r[: min(r.shape[0], 2 * level.shape[0]), ...], level)
+            r = _stacked_backprop(xp, r[: min(r.shape[0], 2 * level.shape[0]), :half, ...], level)
             continue
         level = _as_list(child)
-        r = _as_list(r)
-        first, second = _halves(level, level[0].shape[0] // 2)
+        r = [a[:half, ...] for a in _as_list(r)]
+        first, second = _halves(level, half)
         r_first, r_second = [], []
         for j in range(1, len(level) + 1):
             acc_1, acc_2 = r[j - 1], r[j - 1]
@@ -368,7 +427,7 @@ def restore_tree(xp, flat, m, k, rest=1, mode="linear", accelerator=False):
     levels = unflatten_levels(flat[:used], saved)
     if len(structure) > 2:
         stacked = level_forms(m, k, rest, mode, accelerator)[0]
-        levels.insert(1, _next_level(xp, levels[0], levels[0][0].shape[0] // 2, stacked, k, mode))
+        levels.insert(1, _next_level(xp, levels[0], level_sizes(m, rest)[1], stacked, k, mode))
     return levels, used
 
 
