@@ -195,19 +195,22 @@ def topk_mask(xp, x, k, values=None):
 
     Ties at the k-th value are broken towards the lowest index (the order of a stable
     descending sort), on every backend. ``values``: the row's k largest values, if known.
-    Two top-k selections (no sort; no cumulative sum, which XLA runs in O(n log n) on CPU):
-    the k-th value ``t``, then the ``room``-th lowest index among the entries equal to ``t``
-    (``room``: what the entries above ``t`` leave of ``k``); below that index entries equal
-    to ``t`` are in, above it only entries greater than ``t``.
+    With the k-th value ``t`` and ``room`` (what the entries above ``t`` leave of ``k``),
+    the entries equal to ``t`` are in up to the ``room``-th from the left: a running count
+    of them. Under JAX a second top-k finds that index instead (XLA runs a cumulative sum in
+    O(n log n) on a CPU; ``top_k_and_mask`` needs neither there).
     """
     n = x.shape[-1]
     values = top_k_values(xp, x, k) if values is None else values
     t = xp.min(values, axis=-1, keepdims=True)
     room = k - xp.sum(xp.astype(values > t, xp.int32), axis=-1, keepdims=True)  # 1 <= room <= #ties
-    neg_col = -arange_like(xp, n, x, dtype=x.dtype)[None, :]  # exact: 2n < 2**24
-    # minus the indices of the ties first, lowest first; distinct keys everywhere (a partition
-    # of many equal values is very slow in NumPy)
     at = x == t
+    if getattr(xp, "__name__", "") != "jax.numpy":
+        # int32 throughout: an int64 running count is many times slower in NumPy and torch on a CPU
+        count = xp.cumulative_sum(xp.astype(at, xp.int32), axis=-1, dtype=xp.int32)
+        return (x > t) | (at & (count <= xp.astype(room, xp.int32)))
+    neg_col = -arange_like(xp, n, x, dtype=x.dtype)[None, :]  # exact: 2n < 2**24
+    # minus the indices of the ties first, lowest first; distinct keys everywhere
     lowest = top_k_values(xp, xp.where(at, neg_col, neg_col - n), k)
     rank = arange_like(xp, k, x, dtype=room.dtype)[None, :]
     last = xp.min(xp.where(rank < room, lowest, math.inf), axis=-1, keepdims=True)
