@@ -5,9 +5,12 @@ cross-entropy forward + backward (``bench_losses.py``'s baseline, interleaved in
 
 - ``top-k``: the k = 5 largest values of each row of (batch, n), the backend's native
   selection (``torch.topk``, ``lax.top_k``, ``np.partition``) as ``topkloss.core.ops`` uses it.
-  ``topk_transition`` needs one on JAX and two on torch and NumPy (the k largest values, then
-  the lowest-index rule for ties at the k-th value);
+  ``topk_transition`` and ``smooth_topk_svm`` need one (``topk_transition`` adds a running
+  count on torch and NumPy for the lowest-index rule for ties at the k-th value);
 - ``exp``: one ``exp`` of (batch, n): an elementwise pass;
+- ``transpose``: (batch, n) copied into (n + 8, batch), the layout of ``smooth_topk_svm``'s
+  product trees (nodes first, a few padding leaves), as their first concatenation makes it.
+  A tree pays one such copy in the forward and one on the way back to (batch, n);
 - ``normal S=5``: the (batch, 5, n) standard-normal draws of ``noised_topk_hinge`` with
   ``n_samples=5``, from the generator the library uses for an int seed (NumPy's for NumPy,
   ``torch.randn`` for torch, ``jax.random.normal`` under ``jit`` for JAX);
@@ -64,9 +67,12 @@ def _blocks(backend, scores):
     topk = wrap(lambda a: ops.top_k_values(xp, a, 5, ordered=False))
     kth = wrap(lambda a: ops.kth_largest(xp, a, 6))
     exp = wrap(xp.exp)
+    pad = xp.zeros((8, b), dtype=xp.float32)
+    transpose = wrap(lambda a: xp.concat([xp.permute_dims(a, (1, 0)), pad], axis=0))
     return {
         "top-k": lambda: sync(topk(x)),
         "exp": lambda: sync(exp(x)),
+        "transpose": lambda: sync(transpose(x)),
         "normal S=5": lambda: sync(draw()),
         "top-k S=5": lambda: sync(kth(noisy)),
     }
@@ -80,7 +86,7 @@ def main(argv=None):
     p.add_argument("--markdown", action="store_true", help="a Markdown table")
     a = p.parse_args(argv)
     caption = f"{bench_losses.machine()}; float32; each block's median time / cross-entropy's (forward + backward)"
-    names = ["top-k", "exp", "normal S=5", "top-k S=5"]
+    names = ["top-k", "exp", "transpose", "normal S=5", "top-k S=5"]
     if a.markdown:
         print(f"*{caption}*\n")
         print("| backend | batch x n | CE ms | " + " | ".join(names) + " |")
