@@ -58,3 +58,28 @@ def test_fma_and_gathers(xp):
     xa = asarray(xp, x, xp.float64)
     np.testing.assert_array_equal(to_numpy(ops.take_columns(ns, xa, asarray(xp, idx))), np.take_along_axis(x, idx, axis=-1))
     np.testing.assert_array_equal(to_numpy(ops.take_rows(ns, xa, asarray(xp, idx[:, 0]))), x[np.arange(4), idx[:, 0]])
+
+
+def test_fusion_barrier():
+    """Under jax.jit on a CPU, a level passes through a conditional (a boundary XLA's fusion
+    keeps) with its values unchanged, NaN and -0.0 included; eager, under vmap and on other
+    backends it is the level itself."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    level = [np.array([[np.nan, -0.0, 2.5], [1.0, np.inf, -3.0]], dtype=np.float32), np.ones((2, 3), np.float32)]
+    assert ops.fusion_barrier(np, level) is level
+    xs = [jnp.asarray(a) for a in level]
+    assert ops.fusion_barrier(jnp, xs) is xs  # eager: nothing to fuse
+    for first in (level[0], np.abs(level[0])):  # the probe NaN or not: either branch
+        xs = [jnp.asarray(first), jnp.asarray(level[1])]
+        f = jax.jit(lambda t: ops.fusion_barrier(jnp, t))
+        out = f(xs)
+        for got, want in zip(out, xs):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+            assert np.array_equal(np.signbit(np.asarray(got)), np.signbit(np.asarray(want)))
+        single = jax.jit(lambda a: ops.fusion_barrier(jnp, a))(xs[0])  # one (stacked) array
+        np.testing.assert_array_equal(np.asarray(single), np.asarray(xs[0]))
+    if jax.default_backend() == "cpu":
+        assert "conditional(" in jax.jit(lambda t: ops.fusion_barrier(jnp, t)).lower(xs).compile().as_text()
+    batched = jax.vmap(lambda a: ops.fusion_barrier(jnp, [a])[0])(jnp.asarray(level[0]))
+    np.testing.assert_array_equal(np.asarray(batched), level[0])

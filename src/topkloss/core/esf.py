@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 from .op import Op
-from .ops import NEG_INF, _device, _torch_compiling, fma, full_like_shape, logsumexp_list, on_accelerator
+from .ops import NEG_INF, _device, _torch_compiling, fma, full_like_shape, fusion_barrier, logsumexp_list, on_accelerator
 
 __all__ = ["LOG_ESF", "tree_levels", "tree_top", "tree_root", "complement", "tree_backprop", "log_pi", "level_structure"]
 
@@ -287,7 +287,7 @@ def _next_level(xp, level, size, stacked, k, mode):
     else:
         first, second = _halves(_as_list(level), half)
         parent = poly_mul(xp, first, second, k, mode)
-    return _pad_nodes(xp, parent, size, mode)
+    return fusion_barrier(xp, _pad_nodes(xp, parent, size, mode))
 
 
 def _nodes(level):
@@ -336,7 +336,7 @@ def complement(xp, levels, degree, m, mode="log"):
         outside = [o[:half, ...] for o in outside]  # the parents' padding nodes have no children
         out_first = poly_mul(xp, outside, second, degree, mode)
         out_second = poly_mul(xp, outside, first, degree, mode)
-        outside = [xp.concat([a, b], axis=0) for a, b in zip(out_first, out_second)]
+        outside = fusion_barrier(xp, [xp.concat([a, b], axis=0) for a, b in zip(out_first, out_second)])
     return [c[:m, ...] for c in outside]
 
 
@@ -359,7 +359,7 @@ def tree_backprop(xp, levels, cotangent, m):
         if not isinstance(parent, list):  # the level above was computed stacked: so is its backprop
             level = _as_stack(xp, child)
             r = _as_stack(xp, r)
-            r = _stacked_backprop(xp, r[: min(r.shape[0], 2 * level.shape[0]), :half, ...], level)
+            r = fusion_barrier(xp, _stacked_backprop(xp, r[: min(r.shape[0], 2 * level.shape[0]), :half, ...], level))
             continue
         level = _as_list(child)
         r = [a[:half, ...] for a in _as_list(r)]
@@ -373,7 +373,7 @@ def tree_backprop(xp, levels, cotangent, m):
             r_first.append(acc_1)
             r_second.append(acc_2)
         del r, acc_1, acc_2  # the parent's cotangent goes before the child's is assembled: the peak
-        r = [xp.concat([a, b], axis=0) for a, b in zip(r_first, r_second)]
+        r = fusion_barrier(xp, [xp.concat([a, b], axis=0) for a, b in zip(r_first, r_second)])
         del r_first, r_second
     return _as_list(r)[0][:m, ...]
 

@@ -103,6 +103,32 @@ def clip(xp, x, lo, hi):
     return xp.clip(x, min=lo, max=hi)
 
 
+def fusion_barrier(xp, level):
+    """A tree level (a list of arrays, or one array), unchanged: under ``jax.jit`` on a CPU, a
+    boundary that XLA's fusion cannot cross. Elsewhere ``level`` itself.
+
+    XLA's CPU fusion copies cheap elementwise producers into each of their consumers. In a
+    product tree every coefficient of a level feeds several products of the next, so the lower
+    levels were recomputed many times over: ``benchmarks/jax_fusion.py`` times the forward tree
+    with and without this boundary. ``lax.optimization_barrier`` is removed before fusion on a
+    CPU; a conditional is not. Its predicate reads one element (``isnan``) and both branches
+    return the level's values (one multiplies by 1, so XLA keeps the two apart): the result is
+    exact for every input, NaN included. Not on accelerators, where a conditional's predicate
+    travels to the host, and not outside a trace (eager JAX fuses nothing). Under ``vmap`` the
+    conditional becomes a select: correct, without the boundary.
+    """
+    if getattr(xp, "__name__", "") != "jax.numpy":
+        return level
+    jax = sys.modules["jax"]
+    arrays = level if isinstance(level, list) else [level]
+    first = arrays[0] if arrays else None
+    if not isinstance(first, jax.core.Tracer) or first.size == 0 or on_accelerator(first):
+        return level
+    probe = xp.isnan(xp.reshape(first, (-1,))[0])
+    out = jax.lax.cond(probe, lambda t: [a * 1 for a in t], lambda t: list(t), list(arrays))
+    return out if isinstance(level, list) else out[0]
+
+
 def softplus(xp, r):
     """``log(1 + exp(r))`` without overflow."""
     return xp.maximum(r, xp.zeros_like(r)) + xp.log1p(xp.exp(-xp.abs(r)))
