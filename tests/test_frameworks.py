@@ -41,6 +41,11 @@ def test_torch_backward_gradcheck_and_func(name):
     np.testing.assert_allclose(g.numpy(), want_g, rtol=1e-12, atol=1e-15)
     per_row = torch.func.vmap(torch.func.grad(lambda a, b: fn(a[None], b[None], **params)))(st.detach(), yt)
     np.testing.assert_allclose(per_row.numpy() / len(y), want_g, rtol=1e-12, atol=1e-15)
+    # batched labels, unbatched scores: nothing may be written in place into an unbatched array
+    label_sets = torch.tensor(np.stack([y, y[::-1].copy(), np.roll(y, 1)]))
+    grads = torch.func.vmap(torch.func.grad(lambda a, b: fn(a, b, **params)), in_dims=(None, 0))(st.detach(), label_sets)
+    for g_b, y_b in zip(grads, label_sets.numpy()):
+        np.testing.assert_allclose(g_b.numpy(), topkloss.value_and_grad(fn)(s, y_b, **params)[1], rtol=1e-12, atol=1e-15)
 
 
 def test_torch_log_esf_gradcheck_and_vmap():

@@ -260,7 +260,8 @@ def tree_levels(xp, leaves, k, mode="log"):
     ``leaves`` has shape ``(m, ...)``: ``log x`` (``mode="log"``, ``-inf`` for a leaf
     equal to 0) or ``x >= 0`` (``mode="linear"``). The leaves are padded with zeros to
     :func:`level_sizes`' counts. Returns a list of levels;
-    level ``L`` holds ``min(2**L, k)`` coefficients of ``level_sizes(m)[L]`` nodes: a list of
+    level ``L`` holds ``min(2**L, k)`` coefficients of ``level_sizes(m, rest)[L]`` nodes (``rest``
+    the size of the other axes): a list of
     arrays of shape ``(nodes, ...)``, or (a stacked level, see :func:`level_forms`) one array
     of shape ``(min(2**L, k), nodes, ...)``. Level 0 is the list ``[leaves]``; the last level
     has a single node: the product.
