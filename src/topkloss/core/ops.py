@@ -379,6 +379,17 @@ def put_columns(xp, base, values, indices, add=False):
     return base
 
 
+def put_labels(xp, base, values, labels):
+    """``base`` with ``values[b]`` written at column ``labels[b]`` of each row ``b``: O(batch)
+    writes into a temporary the caller owns (:func:`put_columns`), where a one-hot mask and a
+    ``where`` take two passes over ``(batch, n)``. Under JAX the mask and the ``where``: XLA
+    fuses them into one pass, and a scatter needs an explicit output sharding in JAX's
+    explicit-sharding mode."""
+    if getattr(xp, "__name__", "") == "jax.numpy":
+        return xp.where(onehot(xp, labels, base.shape[-1], base), values[:, None], base)
+    return put_columns(xp, base, values[:, None], labels[:, None])
+
+
 def float64_available(xp):
     """Whether ``xp`` computes in float64 (JAX only with ``jax_enable_x64``). Static: no array is read."""
     import sys

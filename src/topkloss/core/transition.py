@@ -24,7 +24,7 @@ Gradient (rows sum to 0): :math:`\partial \ell / \partial s = p - q`, where
 from __future__ import annotations
 
 from .op import Op
-from .ops import onehot, take_rows, top_k_and_mask
+from .ops import put_labels, take_rows, top_k_and_mask
 
 __all__ = ["TOPK_TRANSITION", "WEIGHT_KINDS"]
 
@@ -78,11 +78,10 @@ def _backward(xp, s, args, residuals, g, *, static):
     rest_in = xp.where(inside, rest, 1.0)
     a = g / total
     b = g * (rest_in * s_top - lam_in * s_out) / (total * s_top)
-    y = onehot(xp, args[0], s.shape[-1], s)
     # the label's entry e_y b - g (1 - λ') cancels when p_y -> 1; as one sum of positive terms:
-    # -g [(1 - λ')(total - e_y) + λ' e_y S_out / S_T] / total
+    # -g [(1 - λ')(total - e_y) + λ' e_y S_out / S_T] / total, written over the row's entry
     at_y = -g * (rest_in * others + lam_in * e_y * s_out / s_top) / total
-    return xp.where(y, at_y[:, None], e * xp.where(top, b[:, None], a[:, None]))
+    return put_labels(xp, e * xp.where(top, b[:, None], a[:, None]), at_y, args[0])
 
 
 TOPK_TRANSITION = Op("topk_transition", _forward, _backward)
