@@ -83,3 +83,40 @@ def test_fusion_barrier():
         assert "conditional(" in jax.jit(lambda t: ops.fusion_barrier(jnp, t)).lower(xs).compile().as_text()
     batched = jax.vmap(lambda a: ops.fusion_barrier(jnp, [a])[0])(jnp.asarray(level[0]))
     np.testing.assert_array_equal(np.asarray(batched), level[0])
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "three-values", "mostly-neg-inf", "inf", "nan"])
+def test_jax_top_k_of_long_rows_equals_lax_top_k(kind):
+    """Long rows on a CPU take the blocked top-k (block maxima, then the top k of the best
+    blocks): the same values and indices as ``lax.top_k``, ties (lower index first), infinities
+    and NaN (which the plain top-k answers) included, with and without jit, and under vmap."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    if jax.default_backend() != "cpu":
+        pytest.skip("the blocked top-k is for CPUs")
+    rng = np.random.default_rng(7)
+    for batch, n, k in ((6, 2048, 5), (5, 2061, 5), (4, 5131, 20), (3, 4000, 1), (7, 3001, 2)):
+        x = rng.normal(size=(batch, n)).astype(np.float32)
+        if kind == "ties":
+            x = np.round(x * 2) / 2
+        elif kind == "three-values":
+            x = rng.integers(0, 3, size=(batch, n)).astype(np.float32)
+        elif kind == "mostly-neg-inf":
+            x[:, rng.random(n) < 0.999] = -np.inf
+        elif kind == "inf":
+            x[:, rng.integers(0, n, 3)] = np.inf
+            x[0, 1] = -np.inf
+        elif kind == "nan":
+            x[0, 7], x[-1, -1] = np.nan, np.nan
+        xj = jnp.asarray(x)
+        assert ops.blocked_top_k_applies(n, k)  # sizes of the blocked path
+        want_v, want_i = (np.asarray(a) for a in jax.lax.top_k(xj, k))
+        paths = {"eager": ops.top_k(jnp, xj, k), "jit": jax.jit(lambda a, k=k: ops.top_k(jnp, a, k))(xj)}
+        if kind != "nan":  # the blocked form itself (top_k sends arrays holding a NaN past it)
+            paths["blocked"] = jax.jit(lambda a, k=k: ops._blocked_top_k(jnp, jax.lax, a, k))(xj)
+        # vmapped over a leading axis (the predicate batched: both branches, selected)
+        v, i = jax.vmap(lambda a, k=k: ops.top_k(jnp, a, k))(xj[None, ...])
+        paths["vmap"] = (v[0], i[0])
+        for name, (v, i) in paths.items():
+            np.testing.assert_array_equal(np.asarray(v), want_v, err_msg=name)
+            np.testing.assert_array_equal(np.asarray(i), want_i, err_msg=name)
