@@ -7,6 +7,12 @@ always on the GPU), ``--sizes`` (BATCHxN, comma separated), ``--losses``, ``--re
 
 Every loss and the cross-entropy baseline of the same backend are timed in the same run,
 interleaved, on the same inputs; the table reports the median time of each and their ratio.
+
+The script runs with glibc's allocator pinned (:data:`PINNED_MALLOC`; it starts itself again
+with those variables set): by default, arrays above glibc's mmap threshold are fresh pages on
+every call, and on a virtual machine the page faults cost as much as the arithmetic and vary
+from run to run (``benchmarks/page_faults.py`` measures both settings). ``--system-malloc``
+keeps the process's own settings.
 """
 
 from __future__ import annotations
@@ -36,6 +42,23 @@ LOSSES = {
 }
 
 DEFAULT_SIZES = "256x100,256x1000,256x10000,64x100000"
+
+PINNED_MALLOC = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "2000000000", "MALLOC_TRIM_THRESHOLD_": "4000000000"}
+"""glibc's allocator for timings: one arena (XLA allocates from its worker threads, whose own
+arenas map large blocks afresh), no mmap below 2 GB, no trimming below 4 GB: freed memory is
+reused, not returned to the system and faulted in again on the next call. Other C libraries
+ignore these variables."""
+
+
+def pin_malloc(keep_system=False):
+    """Start this script again with :data:`PINNED_MALLOC` in the environment, unless it is there
+    already or ``keep_system``; returns the header line that says which allocator settings ran."""
+    if keep_system:
+        return "allocator: the process's own settings"
+    if any(os.environ.get(key) != value for key, value in PINNED_MALLOC.items()):
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **PINNED_MALLOC})
+    return "allocator: glibc malloc pinned (" + ", ".join(f"{k}={v}" for k, v in PINNED_MALLOC.items()) + ")"
 
 
 # --- backends: each turns (fn, params) into a callable doing forward + backward ------------------
@@ -253,7 +276,10 @@ def main(argv=None):
         help="also print peak memory per loss (NumPy with tracemalloc; with --device cuda, torch on the GPU)",
     )
     p.add_argument("--memory-only", action="store_true", help="print only the peak-memory table")
+    p.add_argument("--system-malloc", action="store_true", help="do not pin glibc's allocator (see PINNED_MALLOC)")
     a = p.parse_args(argv)
+    # pinned when run as a script (memory is counted by tracemalloc: the allocator does not matter)
+    allocator = pin_malloc(a.system_malloc or a.memory_only or argv is not None)
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
     if a.memory_only:
         caption = f"{machine()}; peak memory of forward + backward, NumPy float32 (tracemalloc), ratio to NumPy cross-entropy"
@@ -263,6 +289,7 @@ def main(argv=None):
     rows = run(a.backends.split(","), sizes, a.losses.split(","), a.repeat, device=a.device, compile=a.compile)
     compiled = ", torch.compile" if a.compile else ""
     print(f"# {machine(a.device)}; float32, forward + backward{compiled}, median of {a.repeat}")
+    print(f"# {allocator}")
     print(format_table(rows, markdown=a.markdown))
     if a.memory and a.device == "cuda":
         print("\n# peak GPU memory of forward + backward above the inputs, torch float32, ratio to torch cross-entropy")

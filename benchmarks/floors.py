@@ -85,7 +85,8 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--markdown", action="store_true", help="a Markdown table")
     a = p.parse_args(argv)
-    caption = f"{bench_losses.machine()}; float32; each block's median time / cross-entropy's (forward + backward)"
+    allocator = bench_losses.pin_malloc(argv is not None)  # as bench_losses.py times: see there
+    caption = f"{bench_losses.machine()}; float32; each block's median time / cross-entropy's (forward + backward); {allocator}"
     names = ["top-k", "exp", "transpose", "normal S=5", "top-k S=5"]
     if a.markdown:
         print(f"*{caption}*\n")

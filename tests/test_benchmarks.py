@@ -1,0 +1,40 @@
+"""The benchmark scripts run (tiny sizes, one repeat): their tables are what the docs quote."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _run(*args):
+    out = subprocess.run([sys.executable, str(BENCH / args[0]), *args[1:]], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_bench_losses_pins_the_allocator_and_prints_a_row():
+    out = _run("bench_losses.py", "--backends", "numpy", "--sizes", "8x50", "--losses", "topk_svm", "--repeat", "1")
+    assert "# allocator: glibc malloc pinned (MALLOC_ARENA_MAX=1" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("  numpy") or line.startswith("numpy")]
+    assert len(rows) == 1 and rows[0][:4] == ["numpy", "8", "50", "topk_svm"]
+    system = _run("bench_losses.py", "--backends", "numpy", "--sizes", "8x50", "--losses", "topk_svm", "--repeat", "1", "--system-malloc")
+    assert "# allocator: the process's own settings" in system
+
+
+def test_page_faults_runs_both_settings():
+    out = _run("page_faults.py", "--backends", "numpy", "--sizes", "8x50", "--losses", "topk_svm", "--repeat", "1")
+    rows = [line.split() for line in out.splitlines() if line.startswith("numpy")]
+    assert [r[2] for r in rows] == ["cross_entropy", "topk_svm"]
+    assert all(len(r) == 7 for r in rows)
+
+
+def test_jax_top_k_benchmark_runs():
+    pytest.importorskip("jax")
+    out = _run("jax_top_k.py", "--sizes", "4x2048", "--ks", "5", "--repeat", "1")
+    (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("4x2048")]
+    assert row[2] == "True"  # the blocked form at this size
