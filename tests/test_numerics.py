@@ -85,6 +85,11 @@ def test_plan_mode_is_static_and_sensible():
     assert smooth_svm.plan_mode(10**9, 200, double=False, float64_ok=True) == "log"
     assert smooth_svm.plan_mode(100_000, 20, double=True) == "linear"
     assert smooth_svm.plan_mode(99, 20, double=False) == "linear"
+    # where float32 trees end (docs/benchmarks.md quotes these): n classes give n - k leaves
+    for k, first64 in ((10, 1872), (20, 145)):
+        assert smooth_svm.plan_mode(first64 - 1 - k, k, double=False, float64_ok=True) == "linear"
+        assert smooth_svm.plan_mode(first64 - k, k, double=False, float64_ok=True) == "linear64"
+    assert smooth_svm.plan_mode(200_000 - 5, 5, double=False) == "linear"
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

@@ -285,9 +285,9 @@ TOP_K_BLOCK = 16
 
 BLOCKED_TOP_K_MIN = 2048
 """Rows at least this long (and of ``16 k`` blocks) take :func:`_blocked_top_k` under JAX on a
-CPU. ``benchmarks/jax_top_k.py`` times both forms (jax 0.10.2, 2-core CPU, k = 5): the same at
-256 x 1000 (0.61 against 0.60 ms), 1.46 against 0.82 ms at 256 x 3000, 4.33 against 1.32 ms at
-256 x 10000 and 10.28 against 1.95 ms at 64 x 100000."""
+CPU. ``benchmarks/jax_top_k.py`` times both forms (``docs/benchmarks/jax-top-k.txt``: jax 0.10.2,
+2-core CPU, k = 5): 1.47 against 0.86 ms at 256 x 3000, 4.36 against 1.32 ms at 256 x 10000 and
+10.21 against 2.13 ms at 64 x 100000."""
 
 
 def blocked_top_k_applies(n, k):
