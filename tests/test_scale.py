@@ -106,6 +106,7 @@ report = {"devices": jax.device_count(), "example": {
 from loss_table import ALL
 import topkloss
 B, N = 8, 6
+LONG_ROWS = %r
 meshes = {mode: jax.make_mesh((2,), ("batch",), axis_types=(axis_type,))
           for mode, axis_type in (("auto", AxisType.Auto), ("explicit", AxisType.Explicit))}
 rng = np.random.default_rng(0)
@@ -148,6 +149,26 @@ for e in ALL:
             except Exception as exc:
                 r["eager"] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
 
+# rows long enough for the blocked top-k (ops._blocked_top_k; 2100 = 131 blocks and a tail)
+N_LONG = 2100
+for e in ALL:
+    if e.name not in LONG_ROWS or e.variant:
+        continue
+    fn = getattr(topkloss, e.name)
+    s, y = rng.standard_normal((B, N_LONG)), rng.integers(0, N_LONG, B)
+    f = jax.jit(jax.value_and_grad(lambda s, y, fn=fn, e=e: fn(s, y, **e.params)))
+    v1, g1 = topkloss.value_and_grad(fn)(s, y, **e.params)
+    for mode, mesh in meshes.items():
+        rows = NamedSharding(mesh, P("batch"))
+        try:
+            with jax.set_mesh(mesh):
+                v, g = f(jax.device_put(s, rows), jax.device_put(y, rows))
+            result = {"value_err": abs(float(v) - float(v1)) / (1 + abs(float(v1))),
+                      "grad_err": float(np.max(np.abs(np.asarray(g) - np.asarray(g1)))), "grad_spec": str(g.sharding.spec)}
+        except Exception as exc:
+            result = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+        report.setdefault("long", {}).setdefault(e.name, {})[mode] = result
+
 # eager calls on sharded arrays: devices agree, and the label range is read
 rows = NamedSharding(meshes["auto"], P("batch"))
 s, y = jax.device_put(rng.standard_normal((B, N)), rows), jax.device_put(rng.integers(0, N, B), rows)
@@ -161,10 +182,15 @@ print("REPORT " + json.dumps(report))
 """
 
 
+LONG_ROWS = ("topk_transition", "topk_hinge")
+"""Losses that select with ops.top_k, run on the sharded batch with rows long enough for the
+blocked top-k as well."""
+
+
 @pytest.fixture(scope="module")
 def jax_report():
     pytest.importorskip("jax")
-    out = _run(["-c", _JAX_SCRIPT, str(TESTS), str(EXAMPLES / "scale_jax_sharding.py")], timeout=300)
+    out = _run(["-c", _JAX_SCRIPT % (LONG_ROWS,), str(TESTS), str(EXAMPLES / "scale_jax_sharding.py")], timeout=300)
     line = [ln for ln in out.splitlines() if ln.startswith("REPORT ")][-1]
     return json.loads(line[len("REPORT "):])
 
@@ -250,6 +276,17 @@ def test_jax_explicit_sharding_mode(jax_report, entry):
     r = jax_report[entry.id]["explicit"]
     _known_failure(r, EXPLICIT_FAILS.get(entry.id), f"{entry.id} in explicit mode")
     assert r["value_err"] <= 1e-12 and r["grad_err"] <= 1e-12, r
+
+
+@pytest.mark.parametrize("mode", ["auto", "explicit"])
+@pytest.mark.parametrize("name", LONG_ROWS)
+def test_jax_sharded_long_rows(jax_report, name, mode):
+    """Rows of 2100 classes (the blocked top-k, with a tail) on the sharded batch, in both
+    sharding modes: equal to the one-device NumPy result, the gradient still sharded."""
+    r = jax_report["long"][name][mode]
+    assert "error" not in r, r
+    assert r["value_err"] <= 1e-12 and r["grad_err"] <= 1e-12, r
+    assert "batch" in r["grad_spec"], r
 
 
 # ---------------------------------------------------------------- (c) Dask

@@ -313,8 +313,10 @@ def _blocked_top_k(xp, lax, x, k, block=TOP_K_BLOCK):
     first = xp.sort(lax.top_k(maxima, k)[1], axis=-1)  # the k blocks, in index order
     cols = xp.reshape(first[:, :, None] * block + xp.arange(block, dtype=first.dtype), (batch, k * block))
     if nb * block < n:  # the tail (fewer than ``block`` entries): always a candidate
-        tail = xp.arange(nb * block, n, dtype=cols.dtype)
-        cols = xp.concat([cols, xp.broadcast_to(tail, (batch, n - nb * block))], axis=-1)
+        # built from ``first`` (0 * first + columns) so that it shares the rows' sharding: JAX's
+        # explicit-sharding mode concatenates only arrays sharded alike
+        tail = first[:, :1] * 0 + xp.arange(nb * block, n, dtype=cols.dtype)
+        cols = xp.concat([cols, tail], axis=-1)
     values, at = lax.top_k(xp.take_along_axis(x, cols, axis=-1), k)
     return values, xp.take_along_axis(cols, at, axis=-1)
 
