@@ -120,3 +120,18 @@ def test_jax_top_k_of_long_rows_equals_lax_top_k(kind):
         for name, (v, i) in paths.items():
             np.testing.assert_array_equal(np.asarray(v), want_v, err_msg=name)
             np.testing.assert_array_equal(np.asarray(i), want_i, err_msg=name)
+
+
+def test_top_k_values_and_indices(xp):
+    """top_k on every backend: the k largest values of each row, largest first, and distinct
+    indices at which the row holds them (heavy ties included; k = n too)."""
+    rng = np.random.default_rng(3)
+    rows = np.concatenate([rng.normal(size=(6, 9)), rng.integers(0, 3, size=(30, 9)).astype(np.float64)])
+    x = asarray(xp, rows, xp.float64)
+    ns = namespace(x)
+    for k in (1, 4, 9):
+        vals, idx = (to_numpy(a) for a in ops.top_k(ns, x, k))
+        assert vals.shape == idx.shape == (rows.shape[0], k)
+        np.testing.assert_array_equal(vals, -np.sort(-rows, axis=-1)[:, :k])
+        np.testing.assert_array_equal(np.take_along_axis(rows, idx.astype(np.int64), axis=-1), vals)
+        assert all(len(set(r)) == k for r in idx.tolist())

@@ -271,7 +271,9 @@ def _native_top_k(xp):
     if name in _NUMPY_LIKE:
 
         def top_k(x, k):
-            idx = xp.argpartition(-x, k - 1, axis=-1)[..., :k]
+            # the k largest at the end of the partition: no negated copy of x to select from
+            n = x.shape[-1]
+            idx = xp.argpartition(x, n - k, axis=-1)[..., n - k :]
             vals = xp.take_along_axis(x, idx, axis=-1)
             order = xp.argsort(-vals, axis=-1, stable=True)
             return xp.take_along_axis(vals, order, axis=-1), xp.take_along_axis(idx, order, axis=-1)
@@ -339,7 +341,7 @@ def top_k_standard(xp, x, k):
 
 
 def top_k(xp, x, k, native=True):
-    """``(values, indices)`` of the k largest entries of each row of ``x`` (2-D), largest first."""
+    """``(values, indices)`` of the ``k >= 1`` largest entries of each row of ``x`` (2-D), largest first."""
     impl = _native_top_k(xp) if native else None
     return impl(x, k) if impl is not None else top_k_standard(xp, x, k)
 
