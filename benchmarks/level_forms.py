@@ -19,8 +19,8 @@ import numpy as np
 
 
 def _forms(real, stacked):
-    def forms(m, k, rest=1, mode="linear", accelerator=False):
-        return [stacked and mode == "linear" for _ in real(m, k, rest, mode, accelerator)]
+    def forms(m, k, rest=1, mode="linear", accelerator=False, xla=False):
+        return [stacked and mode == "linear" for _ in real(m, k, rest, mode, accelerator, xla)]
 
     return forms
 

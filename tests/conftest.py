@@ -37,7 +37,7 @@ def force_level_forms(monkeypatch, stacked):
 
     real = esf.level_forms
 
-    def forms(m, k, rest=1, mode="linear", accelerator=False):
-        return [stacked and mode == "linear" for _ in real(m, k, rest, mode, accelerator)]
+    def forms(m, k, rest=1, mode="linear", accelerator=False, xla=False):
+        return [stacked and mode == "linear" for _ in real(m, k, rest, mode, accelerator, xla)]
 
     monkeypatch.setattr(esf, "level_forms", forms)

@@ -123,6 +123,10 @@ def test_level_forms_policy():
     assert not any(esf.level_forms(10_000, 5, 256, "linear", False))
     assert esf.level_forms(10_000, 20, 256, "linear", False)[-1]
     assert sum(esf.level_forms(10_000, 5, 256, "linear", True)) >= 4
+    # under XLA on a CPU: lists up to k = 20 (esf.XLA_CPU_LIST_OPS), the deep levels stacked beyond
+    assert not any(esf.level_forms(100_000, 20, 64, "linear", False, True))
+    assert esf.level_forms(100_000, 32, 64, "linear", False, True)[-1]
+    assert esf.level_forms(100_000, 20, 64, "linear", True, True) == gpu  # accelerators: the cost model
     # the transient never exceeds the budget
     size, rest = 1 << 17, 64
     d_child, h = 1, size // 2
@@ -141,8 +145,10 @@ def test_level_forms_memo():
     by every argument (a different device or mode gets its own plan)."""
     from topkloss.core import esf
 
-    for args in [(100_000, 20, 64, "linear", False), (100_000, 20, 64, "linear", True), (10_000, 5, 256, "log", False)]:
+    for args in [(100_000, 20, 64, "linear", False), (100_000, 20, 64, "linear", True), (10_000, 5, 256, "log", False),
+                 (100_000, 20, 64, "linear", False, True)]:
         first = esf.level_forms(*args)
         assert first == esf._plan_forms(*args)
         assert esf.level_forms(*args) is first  # the memo's answer
     assert esf.level_forms(10_000, 5, 256, "linear", False) != esf.level_forms(10_000, 5, 256, "linear", True)
+    assert esf.level_forms(10_000, 20, 256, "linear", False) != esf.level_forms(10_000, 20, 256, "linear", False, True)

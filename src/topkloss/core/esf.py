@@ -137,6 +137,16 @@ torch k = 20, 16.35 against 8.56 ms; JAX k = 5, 1.25 against 9.35 ms all stacked
 64 x 100000 (float64 trees), 8.4 s and 125 s to compile with lists against 7.1 s and 16 s
 stacked."""
 
+XLA_CPU_LIST_OPS = 400
+""":data:`CPU_LIST_OPS` under XLA on a CPU (JAX): there the list form runs faster at every degree
+once a fusion boundary separates the levels (:func:`~.ops.fusion_barrier`), and the limit only
+bounds the compile time (k <= 20 runs all lists; a product of two degree-20 nodes takes 400
+operations). ``benchmarks/level_forms.py --backend jax`` (2-core CPU, forward + backward, the
+planned mix with :data:`CPU_LIST_OPS` against all lists, first call with compilation in
+brackets): k = 10 at 256 x 1000, 26.75 ms (2.6 s) against 3.58 ms (5.2 s); k = 20 at 256 x 100,
+8.10 ms (2.4 s) against 1.89 ms (8.1 s); with x64, k = 20 at 64 x 100000, 372 ms (11.0 s)
+against 236 ms (26.3 s)."""
+
 STACK_BUDGET = 2.0
 """A stacked level's transient array may hold at most this many times the padded leaves'
 elements, or :data:`STACK_SMALL` elements if more: memory stays within a small multiple of the
@@ -163,7 +173,7 @@ Python loop over levels and degrees, six times per forward + backward). A dict, 
 dict would recompile the graph as it fills), nor for symbolic sizes."""
 
 
-def level_forms(m, k, rest=1, mode="linear", accelerator=False):
+def level_forms(m, k, rest=1, mode="linear", accelerator=False, xla=False):
     """Per level above the leaves, whether it is *stacked* (one array of coefficients) or a list.
 
     A stacked product costs about ten array operations whatever the degree, where the list
@@ -172,11 +182,12 @@ def level_forms(m, k, rest=1, mode="linear", accelerator=False):
     size in memory traffic. On an accelerator, where operations are dear, a cost model
     (operations times a fixed cost plus elements moved, :data:`ACCELERATOR_COSTS`) stacks nearly
     every level; on a CPU (eager or under XLA) only the levels whose list form explodes
-    (:data:`CPU_LIST_OPS`: the deep levels at k >= 10). Within :data:`STACK_BUDGET` always; log
-    space always uses lists. ``accelerator`` is :func:`~.ops.on_accelerator`'s answer. Static:
-    ``m`` leaves, degree ``k``, ``rest`` = the size of the other axes; never values.
+    (:data:`CPU_LIST_OPS`: the deep levels at k >= 10; under XLA, ``xla``, :data:`XLA_CPU_LIST_OPS`).
+    Within :data:`STACK_BUDGET` always; log space always uses lists. ``accelerator`` is
+    :func:`~.ops.on_accelerator`'s answer, ``xla`` whether the namespace is JAX's. Static: ``m``
+    leaves, degree ``k``, ``rest`` = the size of the other axes; never values.
     """
-    key = (m, k, rest, mode, accelerator)
+    key = (m, k, rest, mode, accelerator, xla)
     if _torch_compiling() or not all(type(v) in (int, str, bool) for v in key):
         return _plan_forms(*key)
     forms = _FORMS_MEMO.get(key)
@@ -187,7 +198,7 @@ def level_forms(m, k, rest=1, mode="linear", accelerator=False):
     return forms
 
 
-def _plan_forms(m, k, rest, mode, accelerator):
+def _plan_forms(m, k, rest, mode, accelerator, xla=False):
     sizes = level_sizes(m, rest)
     op_cost, per_element = ACCELERATOR_COSTS
     limit = max(STACK_BUDGET * sizes[0] * rest, STACK_SMALL)
@@ -198,7 +209,7 @@ def _plan_forms(m, k, rest, mode, accelerator):
         transient = d * (d_child + 1) * h * rest
         list_cost = _list_ops(d_child, d) * (op_cost + 3 * h * rest)
         stacked_cost = 10 * op_cost + per_element * transient
-        cheaper = stacked_cost < list_cost if accelerator else _list_ops(d_child, d) > CPU_LIST_OPS
+        cheaper = stacked_cost < list_cost if accelerator else _list_ops(d_child, d) > (XLA_CPU_LIST_OPS if xla else CPU_LIST_OPS)
         forms.append(mode == "linear" and cheaper and 2 * transient <= limit)
         d_child = d
     return tuple(forms)
@@ -267,7 +278,7 @@ def tree_levels(xp, leaves, k, mode="log"):
     has a single node: the product.
     """
     m = leaves.shape[0]
-    forms = level_forms(m, k, _rest(leaves), mode, on_accelerator(leaves))
+    forms = level_forms(m, k, _rest(leaves), mode, on_accelerator(leaves), _is_xla(xp))
     sizes = level_sizes(m, _rest(leaves))
     leaves = pad_leaves(xp, leaves, mode)
     level = [leaves] if k >= 1 else []
@@ -276,6 +287,11 @@ def tree_levels(xp, leaves, k, mode="log"):
         level = _next_level(xp, level, size, stacked, k, mode)
         levels.append(level)
     return levels
+
+
+def _is_xla(xp):
+    """Whether ``xp`` is JAX's namespace (XLA compiles the tree: :data:`XLA_CPU_LIST_OPS`)."""
+    return getattr(xp, "__name__", "") == "jax.numpy"
 
 
 def _next_level(xp, level, size, stacked, k, mode):
@@ -419,7 +435,7 @@ def tree_residuals(levels):
 def restore_tree(xp, flat, m, k, rest=1, mode="linear", accelerator=False):
     """Inverse of :func:`tree_residuals` for a tree of ``m`` leaves built by :func:`tree_levels`
     with the same arguments: ``(levels, number of arrays of flat it used)``."""
-    structure = level_structure(m, k, rest, mode, accelerator)
+    structure = level_structure(m, k, rest, mode, accelerator, _is_xla(xp))
     if len(structure) <= 2:
         saved = structure
     else:
@@ -427,16 +443,16 @@ def restore_tree(xp, flat, m, k, rest=1, mode="linear", accelerator=False):
     used = sum(max(w, 1) for w in saved)
     levels = unflatten_levels(flat[:used], saved)
     if len(structure) > 2:
-        stacked = level_forms(m, k, rest, mode, accelerator)[0]
+        stacked = level_forms(m, k, rest, mode, accelerator, _is_xla(xp))[0]
         levels.insert(1, _next_level(xp, levels[0], level_sizes(m, rest)[1], stacked, k, mode))
     return levels, used
 
 
-def level_structure(m, k, rest=1, mode="linear", accelerator=False):
+def level_structure(m, k, rest=1, mode="linear", accelerator=False, xla=False):
     """What :func:`tree_levels` returns for ``m`` leaves, per level: the number of arrays of
     a list level, 0 for a stacked one (level 0, the leaves, is a list of one array)."""
     out, width = [1 if k >= 1 else 0], 1
-    for stacked in level_forms(m, k, rest, mode, accelerator):
+    for stacked in level_forms(m, k, rest, mode, accelerator, xla):
         width *= 2
         out.append(0 if stacked else min(width, k))
     return out
