@@ -135,7 +135,8 @@ measured (2-core CPU, forward + backward, all lists against a cost-model mix wit
 levels): NumPy k = 5 at 256 x 100, 2.42 against 3.54 ms; torch k = 5, 4.39 against 5.50 ms;
 torch k = 20, 16.35 against 8.56 ms; JAX k = 5, 1.25 against 9.35 ms all stacked; JAX k = 20 at
 64 x 100000 (float64 trees), 8.4 s and 125 s to compile with lists against 7.1 s and 16 s
-stacked."""
+stacked. Those JAX figures predate the fusion boundary between levels: under XLA the limit is
+now :data:`XLA_CPU_LIST_OPS`."""
 
 XLA_CPU_LIST_OPS = 400
 """:data:`CPU_LIST_OPS` under XLA on a CPU (JAX): there the list form runs faster at every degree
