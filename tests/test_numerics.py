@@ -123,6 +123,11 @@ def test_level_forms_policy():
     assert not any(esf.level_forms(10_000, 5, 256, "linear", False))
     assert esf.level_forms(10_000, 20, 256, "linear", False)[-1]
     assert sum(esf.level_forms(10_000, 5, 256, "linear", True)) >= 4
+    # eager on a CPU: a deep level whose stacked transient is large stays a list
+    # (esf.CPU_STACK_TRANSIENT): the first past CPU_LIST_OPS at 10000 x 256 (640 nodes), not the root
+    wide = esf.level_forms(10_000, 20, 256, "linear", False)
+    first_deep = [esf._list_ops(min(2**i, 20), min(2 ** (i + 1), 20)) > esf.CPU_LIST_OPS for i in range(len(wide))].index(True)
+    assert not wide[first_deep] and wide[-1]
     # under XLA on a CPU: lists up to k = 20 (esf.XLA_CPU_LIST_OPS), the deep levels stacked beyond
     assert not any(esf.level_forms(100_000, 20, 64, "linear", False, True))
     assert esf.level_forms(100_000, 32, 64, "linear", False, True)[-1]

@@ -138,6 +138,16 @@ torch k = 20, 16.35 against 8.56 ms; JAX k = 5, 1.25 against 9.35 ms all stacked
 stacked. Those JAX figures predate the fusion boundary between levels: under XLA the limit is
 now :data:`XLA_CPU_LIST_OPS`."""
 
+CPU_STACK_TRANSIENT = 1 << 19
+"""Eager on a CPU (NumPy, torch), a level past :data:`CPU_LIST_OPS` is stacked only if its
+stacked product's transient array (``d (d_child + 1) h rest`` elements) is at most this large:
+on small levels the stacked form saves operations, on large ones its transient costs more than
+the list form's passes. ``benchmarks/level_forms.py`` (2-core CPU, allocator pinned, planned
+against all lists): torch k = 10 at 256 x 1000, 11.60 against 12.15 ms; torch k = 20 at
+256 x 100, 8.35 against 13.49 ms, at 256 x 1000 27.58 against 31.28 ms; NumPy k = 10 at
+256 x 1000, 11.96 against 9.66 ms. Before this limit, with every such level stacked: torch
+14.04 ms and NumPy 16.79 ms for k = 10 at 256 x 1000, torch 33.54 ms for k = 20 there."""
+
 XLA_CPU_LIST_OPS = 400
 """:data:`CPU_LIST_OPS` under XLA on a CPU (JAX): there the list form runs faster at every degree
 once a fusion boundary separates the levels (:func:`~.ops.fusion_barrier`), and the limit only
@@ -182,8 +192,9 @@ def level_forms(m, k, rest=1, mode="linear", accelerator=False, xla=False):
     a transient ``(K, d+1, nodes, ...)`` array (:func:`stacked_product`), about six times its
     size in memory traffic. On an accelerator, where operations are dear, a cost model
     (operations times a fixed cost plus elements moved, :data:`ACCELERATOR_COSTS`) stacks nearly
-    every level; on a CPU (eager or under XLA) only the levels whose list form explodes
-    (:data:`CPU_LIST_OPS`: the deep levels at k >= 10; under XLA, ``xla``, :data:`XLA_CPU_LIST_OPS`).
+    every level; on a CPU only the levels whose list form explodes (:data:`CPU_LIST_OPS`: the
+    deep levels at k >= 10) and, eager, whose transient is small (:data:`CPU_STACK_TRANSIENT`);
+    under XLA (``xla``) :data:`XLA_CPU_LIST_OPS` instead.
     Within :data:`STACK_BUDGET` always; log space always uses lists. ``accelerator`` is
     :func:`~.ops.on_accelerator`'s answer, ``xla`` whether the namespace is JAX's. Static: ``m``
     leaves, degree ``k``, ``rest`` = the size of the other axes; never values.
@@ -210,7 +221,12 @@ def _plan_forms(m, k, rest, mode, accelerator, xla=False):
         transient = d * (d_child + 1) * h * rest
         list_cost = _list_ops(d_child, d) * (op_cost + 3 * h * rest)
         stacked_cost = 10 * op_cost + per_element * transient
-        cheaper = stacked_cost < list_cost if accelerator else _list_ops(d_child, d) > (XLA_CPU_LIST_OPS if xla else CPU_LIST_OPS)
+        if accelerator:
+            cheaper = stacked_cost < list_cost
+        elif xla:
+            cheaper = _list_ops(d_child, d) > XLA_CPU_LIST_OPS
+        else:
+            cheaper = _list_ops(d_child, d) > CPU_LIST_OPS and transient <= CPU_STACK_TRANSIENT
         forms.append(mode == "linear" and cheaper and 2 * transient <= limit)
         d_child = d
     return tuple(forms)
