@@ -18,7 +18,9 @@ def set_value_checks(enabled: bool) -> bool:
     are checked chunk by chunk when the result is computed; under ``jax.jit`` tracing,
     ``torch.compile`` and ``torch.func`` transforms they are skipped. On a GPU each check
     costs one device synchronisation per call: turn them off in a training loop whose
-    labels are known to be valid.
+    labels are known to be valid. With the checks off an out-of-range label gives an undefined
+    result (garbage, or the backend's own index error; on torch CUDA a device-side assert,
+    which leaves the process's CUDA context unusable).
 
     Examples
     --------
