@@ -94,7 +94,7 @@ def _cupy_setup(scores, labels, device="cuda"):
     return _numpy_setup(scores, labels, xp=cupy, sync=cupy.cuda.get_current_stream().synchronize)
 
 
-def _torch_setup(scores, labels, device="cpu", compile=False):
+def _torch_setup(scores, labels, device="cpu", compile=False, compile_mode=None):
     import torch
 
     s = torch.asarray(scores, device=device).requires_grad_(True)
@@ -104,7 +104,7 @@ def _torch_setup(scores, labels, device="cpu", compile=False):
     def wrap(fn, params):
         f = (lambda a, b: torch.nn.functional.cross_entropy(a, b)) if fn is None else (lambda a, b: fn(a, b, **params))
         if compile:  # the loss and the baseline alike, forward and backward (fresh graphs per size)
-            f = torch.compile(f, dynamic=False)
+            f = torch.compile(f, dynamic=False, mode=compile_mode)
 
         def step():
             s.grad = None
@@ -144,7 +144,7 @@ def _time_once(step):
     return time.perf_counter() - t0
 
 
-def run(backends, sizes, losses, repeat, dtype="float32", device="cpu", compile=False):
+def run(backends, sizes, losses, repeat, dtype="float32", device="cpu", compile=False, compile_mode=None):
     rows = []
     for backend in backends:
         for batch, n in sizes:
@@ -152,7 +152,7 @@ def run(backends, sizes, losses, repeat, dtype="float32", device="cpu", compile=
             scores = rng.normal(size=(batch, n)).astype(dtype)
             labels = rng.integers(0, n, size=batch)
             try:
-                extra = {"compile": True} if compile else {}
+                extra = {"compile": True, "compile_mode": compile_mode} if compile else {}
                 wrap = BACKENDS[backend](scores, labels, device=device, **extra)
             except (ImportError, RuntimeError) as exc:  # not installed, or no such device
                 print(f"# skipping {backend}: {exc}", file=sys.stderr)
@@ -269,6 +269,11 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where torch and JAX arrays live")
     p.add_argument("--compile", action="store_true", help="torch only: time torch.compile'd losses and cross-entropy")
+    p.add_argument(
+        "--compile-mode",
+        default=None,
+        help="with --compile: torch.compile's mode (e.g. reduce-overhead: CUDA graphs on a GPU)",
+    )
     p.add_argument("--markdown", action="store_true")
     p.add_argument(
         "--memory",
@@ -286,8 +291,11 @@ def main(argv=None):
         print(f"*{caption}*\n" if a.markdown else f"# {caption}")
         print(format_memory(peak_memory(sizes, a.losses.split(",")), markdown=a.markdown))
         return
-    rows = run(a.backends.split(","), sizes, a.losses.split(","), a.repeat, device=a.device, compile=a.compile)
-    compiled = ", torch.compile" if a.compile else ""
+    rows = run(
+        a.backends.split(","), sizes, a.losses.split(","), a.repeat, device=a.device, compile=a.compile,
+        compile_mode=a.compile_mode,
+    )
+    compiled = (f", torch.compile (mode {a.compile_mode})" if a.compile_mode else ", torch.compile") if a.compile else ""
     print(f"# {machine(a.device)}; float32, forward + backward{compiled}, median of {a.repeat}")
     print(f"# {allocator}")
     print(format_table(rows, markdown=a.markdown))
