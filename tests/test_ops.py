@@ -122,6 +122,25 @@ def test_jax_top_k_of_long_rows_equals_lax_top_k(kind):
             np.testing.assert_array_equal(np.asarray(i), want_i, err_msg=name)
 
 
+@pytest.mark.parametrize("name", ["numpy", "cupy"])
+def test_partition_top_of_each_numpy_like_form(name):
+    """Both forms of the NumPy-like selection (NumPy's top of ``partition(x, n - k)``, CuPy's
+    ``-partition(-x, k - 1)``), run here on NumPy arrays through a namespace of that name: the
+    first k entries are the k largest, the k-th largest at k - 1; ties and signed zeros kept."""
+    import types
+
+    rng = np.random.default_rng(5)
+    rows = np.concatenate([rng.normal(size=(6, 40)), rng.integers(-2, 3, size=(20, 40)).astype(np.float64)])
+    rows[0, :5] = -0.0
+    xp = types.SimpleNamespace(__name__=name, partition=np.partition, flip=np.flip)
+    for k in (1, 3, 17, 40):
+        top = ops._partition_top(xp, rows, k)
+        want = -np.sort(-rows, axis=-1)[:, :k]
+        np.testing.assert_array_equal(np.sort(top, axis=-1), np.sort(want, axis=-1))
+        np.testing.assert_array_equal(top[:, k - 1], want[:, k - 1])
+    assert not np.signbit(ops._partition_top(xp, np.array([[0.0, -1.0]]), 1)).any()
+
+
 def test_top_k_values_and_indices(xp):
     """top_k on every backend: the k largest values of each row, largest first, and distinct
     indices at which the row holds them (heavy ties included; k = n too)."""

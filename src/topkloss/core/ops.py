@@ -180,12 +180,29 @@ _NUMPY_LIKE = ("numpy", "array_api_compat.numpy", "cupy", "array_api_compat.cupy
 """Names of the namespaces whose arrays have NumPy's ``partition`` / ``argpartition``."""
 
 
+_CUPY = ("cupy", "array_api_compat.cupy")
+
+
+def _partition_top(xp, x, k):
+    """NumPy-like backends: a partition of each row of a 2-D ``x`` whose first ``k`` entries are
+    its ``k`` largest, the ``k``-th largest at ``[:, k - 1]``.
+
+    NumPy's introselect costs the same from either end: the top of ``partition(x, n - k)``, no
+    negated copy. CuPy's partition has a selection kernel only for a small ``kth`` (below 512;
+    a larger one sorts the whole row): ``-partition(-x, k - 1)``. On an H100 at 640 x 100000
+    and k = 6 that took 4.4 ms against 23.8 ms (measured ad hoc). Negation is exact.
+    """
+    if getattr(xp, "__name__", "") in _CUPY:
+        return -xp.partition(-x, k - 1, axis=-1)[:, :k]
+    n = x.shape[-1]
+    return xp.flip(xp.partition(x, n - k, axis=-1)[:, n - k :], axis=-1)
+
+
 def kth_largest(xp, x, k):
     """The ``k``-th largest entry of each row of a 2-D ``x`` (counted with multiplicity), shape
     ``(batch, 1)``: a value, so it does not depend on how a backend orders ties."""
     if getattr(xp, "__name__", "") in _NUMPY_LIKE:  # values only: one O(n) partition, 3-7x faster
-        n = x.shape[-1]
-        return xp.partition(x, n - k, axis=-1)[:, n - k : n - k + 1]
+        return _partition_top(xp, x, k)[:, k - 1 : k]
     # the min of the top k, not a slice of it: XLA rewrites top_k followed by a slice into a
     # full sort (150x slower on CPU)
     return xp.min(top_k(xp, x, k)[0], axis=-1, keepdims=True)
@@ -195,8 +212,7 @@ def top_k_values(xp, x, k, ordered=True):
     """The ``k`` largest entries of each row of a 2-D ``x`` (values only): largest first, or in
     no particular order with ``ordered=False`` (enough for their max, min or sum)."""
     if getattr(xp, "__name__", "") in _NUMPY_LIKE:  # partition: 4x faster than argpartition
-        n = x.shape[-1]
-        top = xp.partition(x, n - k, axis=-1)[:, n - k :]
+        top = _partition_top(xp, x, k)
         return xp.sort(top, axis=-1, descending=True) if ordered else top
     return top_k(xp, x, k)[0]
 
