@@ -38,3 +38,18 @@ def test_jax_top_k_benchmark_runs():
     out = _run("jax_top_k.py", "--sizes", "4x2048", "--ks", "5", "--repeat", "1")
     (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("4x2048")]
     assert row[2] == "True"  # the blocked form at this size
+
+
+def test_select_forms_benchmark_runs():
+    out = _run("select_forms.py", "--sizes", "4x50", "--repeat", "1")
+    (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("4x50")]
+    assert len(row) == 6 and all(float(v) >= 0 for v in row[1:])
+
+
+def test_bench_losses_compile_mode_is_named_in_the_header():
+    pytest.importorskip("torch")
+    out = _run(
+        "bench_losses.py", "--backends", "torch", "--sizes", "4x10", "--losses", "topk_svm", "--repeat", "1",
+        "--compile", "--compile-mode", "reduce-overhead",
+    )
+    assert "torch.compile (mode reduce-overhead)" in out

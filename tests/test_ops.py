@@ -141,6 +141,47 @@ def test_partition_top_of_each_numpy_like_form(name):
     assert not np.signbit(ops._partition_top(xp, np.array([[0.0, -1.0]]), 1)).any()
 
 
+def test_top_k_by_rank_cupys_form():
+    """CuPy's top-k with indices (ranks of the mask's entries, no row sort), run here on NumPy
+    arrays through a namespace of CuPy's name: the values largest first, the indices holding
+    them, ties lowest index first (the order of a stable descending sort); k = 1 to n."""
+    import types
+
+    import array_api_compat.numpy as cnp
+
+    xp = types.SimpleNamespace(**{**vars(cnp), "__name__": "array_api_compat.cupy"})
+    rng = np.random.default_rng(4)
+    rows = np.concatenate([rng.normal(size=(6, 12)), rng.integers(0, 3, size=(30, 12)).astype(np.float64)])
+    rows[0, 3:6] = -0.0
+    stable = np.argsort(-rows, axis=-1, kind="stable")
+    for k in (1, 2, 5, 12):
+        vals, idx = ops._top_k_by_rank(xp, rows, k)
+        np.testing.assert_array_equal(idx, stable[:, :k])
+        np.testing.assert_array_equal(vals, np.take_along_axis(rows, stable[:, :k], axis=-1))
+
+
+@pytest.mark.parametrize("threshold", [0, 10**9], ids=["by-rank", "argpartition"])
+def test_cupy_top_k_routes_by_size(monkeypatch, threshold):
+    """CuPy's top_k takes the ranks from CUPY_RANK_TOP_K_MIN entries up, argpartition below;
+    each gives the k largest, largest first, at distinct indices that hold them."""
+    import types
+
+    import array_api_compat.numpy as cnp
+
+    monkeypatch.setattr(ops, "CUPY_RANK_TOP_K_MIN", threshold)
+    calls = []
+    for name in ("_top_k_by_rank", "_argpartition_top_k"):
+        real = getattr(ops, name)
+        monkeypatch.setattr(ops, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    xp = types.SimpleNamespace(**{**vars(cnp), "__name__": "cupy"})
+    rows = np.random.default_rng(6).integers(0, 4, size=(20, 15)).astype(np.float32)
+    vals, idx = ops.top_k(xp, rows, 4)
+    assert calls == ["_top_k_by_rank" if threshold == 0 else "_argpartition_top_k"]
+    np.testing.assert_array_equal(vals, -np.sort(-rows, axis=-1)[:, :4])
+    np.testing.assert_array_equal(np.take_along_axis(rows, idx, axis=-1), vals)
+    assert all(len(set(r)) == 4 for r in idx.tolist())
+
+
 def test_top_k_values_and_indices(xp):
     """top_k on every backend: the k largest values of each row, largest first, and distinct
     indices at which the row holds them (heavy ties included; k = n too)."""

@@ -284,18 +284,46 @@ def _native_top_k(xp):
             return lax.top_k(x, k)
 
         return top_k
+    if name in _CUPY:
+        return lambda x, k: (_top_k_by_rank if x.size >= CUPY_RANK_TOP_K_MIN else _argpartition_top_k)(xp, x, k)
     if name in _NUMPY_LIKE:
-
-        def top_k(x, k):
-            # the k largest at the end of the partition: no negated copy of x to select from
-            n = x.shape[-1]
-            idx = xp.argpartition(x, n - k, axis=-1)[..., n - k :]
-            vals = xp.take_along_axis(x, idx, axis=-1)
-            order = xp.argsort(-vals, axis=-1, stable=True)
-            return xp.take_along_axis(vals, order, axis=-1), xp.take_along_axis(idx, order, axis=-1)
-
-        return top_k
+        return lambda x, k: _argpartition_top_k(xp, x, k)
     return None
+
+
+def _argpartition_top_k(xp, x, k):
+    """NumPy-like top-k with indices: the k largest at the end of ``argpartition(x, n - k)`` (no
+    negated copy of x to select from), then those k sorted, largest first."""
+    n = x.shape[-1]
+    idx = xp.argpartition(x, n - k, axis=-1)[..., n - k :]
+    vals = xp.take_along_axis(x, idx, axis=-1)
+    order = xp.argsort(-vals, axis=-1, stable=True)
+    return xp.take_along_axis(vals, order, axis=-1), xp.take_along_axis(idx, order, axis=-1)
+
+
+CUPY_RANK_TOP_K_MIN = 1 << 22
+"""Arrays of at least this many entries take :func:`_top_k_by_rank` on CuPy, smaller ones
+``argpartition`` (a full argsort there). ``benchmarks/select_forms.py`` on an H100, k = 6:
+3.12 against 1.55 ms at 64 x 100000, 1.49 against 1.57 ms at 256 x 10000 (``argpartition``
+against ``_top_k_by_rank``, which costs about 1.5 ms of launches at any size)."""
+
+
+def _top_k_by_rank(xp, x, k):
+    """CuPy's top-k with indices without sorting rows (its ``argpartition`` is a full argsort):
+    the mask of the k largest (:func:`topk_mask`, from the values of one partition), each
+    selected entry's rank among them by a running count, the column indices written to those
+    ranks (the unselected entries all to a spare column 0), then the k values sorted, ties
+    lowest index first. ``benchmarks/select_forms.py`` times the forms it avoids."""
+    mask = topk_mask(xp, x, k, values=_partition_top(xp, x, k))
+    rank = xp.cumulative_sum(xp.astype(mask, xp.int32), axis=-1, dtype=xp.int32)
+    dt = xp.__array_namespace_info__().default_dtypes()["indexing"]
+    slot = xp.astype(xp.where(mask, rank, xp.zeros_like(rank)), dt)
+    out = xp.zeros((x.shape[0], k + 1), dtype=dt, device=_device(x))
+    xp.put_along_axis(out, slot, xp.broadcast_to(arange_like(xp, x.shape[-1], x, dtype=dt)[None, :], x.shape), axis=-1)
+    idx = out[:, 1:]  # increasing column order
+    vals = xp.take_along_axis(x, idx, axis=-1)
+    order = xp.argsort(-vals, axis=-1, stable=True)
+    return xp.take_along_axis(vals, order, axis=-1), xp.take_along_axis(idx, order, axis=-1)
 
 
 TOP_K_BLOCK = 16

@@ -1,0 +1,73 @@
+"""The selection forms of NumPy-like backends: ``partition`` from either end, ``argpartition``
+and a full ``sort``, per size (NumPy on the CPU; CuPy on a GPU with ``--backend cupy``).
+
+``ops._partition_top`` takes the top of ``partition(x, n - k)`` on NumPy and
+``-partition(-x, k - 1)`` on CuPy, whose partition has a selection kernel only for a small
+``kth`` and sorts whole rows otherwise; ``argpartition`` on CuPy is a full argsort, so there
+``ops.top_k`` (values and indices, last column) ranks the entries of ``topk_mask`` instead.
+
+Usage: ``python benchmarks/select_forms.py [--backend cupy] [--sizes 640x100000] [--k 6]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
+    p.add_argument("--sizes", default="256x100,256x1000,256x10000,640x100000")
+    p.add_argument("--k", type=int, default=6, help="how many of the largest (the hinge's k + 1)")
+    p.add_argument("--repeat", type=int, default=15)
+    a = p.parse_args(argv)
+    if a.backend == "cupy":
+        import cupy as xp
+
+        sync = xp.cuda.runtime.deviceSynchronize
+        where = f"cupy {xp.__version__}, {xp.cuda.runtime.getDeviceProperties(0)['name'].decode()}"
+    else:
+        xp, sync, where = np, (lambda: None), f"numpy {np.__version__}, CPU"
+
+    def median_ms(f):
+        f()
+        sync()
+        runs = []
+        for _ in range(a.repeat):
+            t0 = time.perf_counter()
+            f()
+            sync()
+            runs.append(time.perf_counter() - t0)
+        return statistics.median(runs) * 1e3
+
+    from topkloss.adapters import namespace
+    from topkloss.core import ops
+
+    k = a.k
+    forms = {
+        "partition(x, n-k)": lambda x: xp.partition(x, x.shape[-1] - k, axis=-1),
+        "-partition(-x, k-1)": lambda x: -xp.partition(-x, k - 1, axis=-1),
+        "argpartition(x, n-k)": lambda x: xp.argpartition(x, x.shape[-1] - k, axis=-1),
+        "sort": lambda x: xp.sort(x, axis=-1),
+        "ops.top_k": lambda x: ops.top_k(namespace(x), x, k),  # values and indices
+    }
+    x0 = xp.asarray(np.random.default_rng(1).normal(size=(256, 10000)).astype(np.float32))
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 1.0:  # a GPU's clocks ramp up under load: time none of that
+        for f in forms.values():
+            f(x0)
+        sync()
+    print(f"# {where}; float32, k = {k}, median of {a.repeat}, ms (after 1 s of warm-up)")
+    print(f"{'rows x n':>12} " + " ".join(f"{name:>21}" for name in forms))
+    for size in a.sizes.split(","):
+        rows, n = (int(v) for v in size.split("x"))
+        x = xp.asarray(np.random.default_rng(0).normal(size=(rows, n)).astype(np.float32))
+        print(f"{size:>12} " + " ".join(f"{median_ms(lambda: f(x)):>21.3f}" for f in forms.values()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
