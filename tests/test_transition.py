@@ -171,6 +171,76 @@ def test_ties_in_top_k_go_to_the_lowest_index(xp, dtype, row, label, k, inside):
     assert_close(grad, [p - q], rtol=0, atol=10 * tol)
 
 
+def _tied_batch():
+    """Rows with ties across the k-th place (integer scores), within T_k only, and none, mixed in
+    one batch, with labels on both sides of the boundary."""
+    rng = np.random.default_rng(11)
+    tied = rng.integers(0, 3, size=(6, 9)).astype(np.float64)
+    inner = np.array([[5.0, 5.0, 4.0, 1.0, 0.0, -1.0, 2.0, 3.0, 0.5]])  # k = 3: the tie is inside T_3
+    s = np.concatenate([rng.normal(size=(3, 9)), tied, inner, rng.normal(size=(2, 9))])
+    y = np.array([ref.top_set(row, 9)[(3 * b) % 9] for b, row in enumerate(s)])
+    return s, y
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+@pytest.mark.parametrize("weight", ["adaptive", 0.35, 1.0], ids=["adaptive", "w035", "w1"])
+def test_a_batch_with_and_without_ties_matches_reference(xp, dtype, k, weight):
+    """Rows whose k-th place is tied take the tie rule, the others the plain top-k, in the same
+    batch (on NumPy and eager torch the columns of T_k are then found by the tie rule's mask)."""
+    s, y = _tied_batch()
+    rtol, atol, gtol = _tolerances(dtype, s, k)
+    value, grad = vg(asarray(xp, s, dtype), asarray(xp, y), k=k, weight=weight, reduction="none")
+    assert_close(value, ref.topk_transition(s, y, k, weight), rtol=rtol, atol=atol)
+    _assert_grad_close(grad, ref.topk_transition_grad(s, y, k, weight), gtol)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_columns_and_mask_forms_agree(monkeypatch, backend, tied):
+    """NumPy and eager torch hold T_k as columns (transition._forward_by_columns); the mask form
+    runs under JAX, compilers and on accelerators. Both forms on the same float64 data."""
+    from topkloss.core import transition
+
+    xp = available(backend)
+    s, y = _tied_batch() if tied else _data(batch=12)
+    if not tied:
+        y = _half_inside(s, y, 3)
+    args = (asarray(xp, s, xp.float64), asarray(xp, y))
+    forms = {}
+    for form in (True, False):
+        calls = []
+        monkeypatch.setattr(transition, "by_columns", lambda xp, s, form=form: calls.append(1) or form)
+        forms[form] = [to_numpy(a) for a in vg(*args, k=3, weight="adaptive", reduction="none")]
+        assert calls
+    columns, mask = forms[True], forms[False]
+    np.testing.assert_allclose(columns[0], mask[0], rtol=1e-14)
+    np.testing.assert_allclose(columns[1], mask[1], rtol=0, atol=1e-15)
+
+
+def test_which_form_holds_t_k():
+    """Columns on eager torch on a CPU at every n and on NumPy from NUMPY_COLUMNS_MIN classes;
+    the mask under JAX, on the standard-only path, under torch.compile and torch.func, and on
+    a meta tensor (no values to branch on)."""
+    from topkloss.adapters import namespace
+    from topkloss.core import transition
+
+    def form(x):
+        return transition.by_columns(namespace(x), x)
+
+    n_min = transition.NUMPY_COLUMNS_MIN
+    assert form(np.zeros((2, n_min))) and not form(np.zeros((2, n_min - 1)))
+    assert not form(available("array_api_strict").zeros((2, n_min)))
+    torch = pytest.importorskip("torch")
+    assert form(torch.zeros(2, 5)) and not form(torch.zeros(2, 5, device="meta"))
+    seen = []
+    torch.func.vmap(lambda r: seen.append(form(r[None, :])) or r)(torch.zeros(2, 5))
+    torch._dynamo.reset()
+    torch.compile(lambda x: seen.append(form(x)) or x, fullgraph=True, backend="eager")(torch.zeros(2, 5))
+    assert seen == [False, False]
+    jax = pytest.importorskip("jax")
+    assert not form(jax.numpy.zeros((2, n_min)))
+
+
 # --- numerics -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["offset", "spread"])
 @pytest.mark.parametrize("weight", ["adaptive", 0.5], ids=["adaptive", "w05"])

@@ -310,20 +310,29 @@ against ``_top_k_by_rank``, which costs about 1.5 ms of launches at any size).""
 
 def _top_k_by_rank(xp, x, k):
     """CuPy's top-k with indices without sorting rows (its ``argpartition`` is a full argsort):
-    the mask of the k largest (:func:`topk_mask`, from the values of one partition), each
-    selected entry's rank among them by a running count, the column indices written to those
-    ranks (the unselected entries all to a spare column 0), then the k values sorted, ties
-    lowest index first. ``benchmarks/select_forms.py`` times the forms it avoids."""
-    mask = topk_mask(xp, x, k, values=_partition_top(xp, x, k))
-    rank = xp.cumulative_sum(xp.astype(mask, xp.int32), axis=-1, dtype=xp.int32)
-    dt = xp.__array_namespace_info__().default_dtypes()["indexing"]
-    slot = xp.astype(xp.where(mask, rank, xp.zeros_like(rank)), dt)
-    out = xp.zeros((x.shape[0], k + 1), dtype=dt, device=_device(x))
-    xp.put_along_axis(out, slot, xp.broadcast_to(arange_like(xp, x.shape[-1], x, dtype=dt)[None, :], x.shape), axis=-1)
-    idx = out[:, 1:]  # increasing column order
+    the columns of the mask of the k largest (:func:`topk_mask`, from the values of one
+    partition, :func:`mask_columns`), then their k values sorted, ties lowest index first.
+    ``benchmarks/select_forms.py`` times the forms it avoids."""
+    idx = mask_columns(xp, topk_mask(xp, x, k, values=_partition_top(xp, x, k)), k)
     vals = xp.take_along_axis(x, idx, axis=-1)
     order = xp.argsort(-vals, axis=-1, stable=True)
     return xp.take_along_axis(vals, order, axis=-1), xp.take_along_axis(idx, order, axis=-1)
+
+
+def mask_columns(xp, mask, k):
+    """The columns of the ``k`` true entries of each row of a 2-D boolean ``mask`` (exactly ``k``
+    per row), in increasing order: a running count ranks them, and each writes its column to
+    its rank (every false entry to a spare column 0). NumPy-like backends and torch only."""
+    rank = xp.cumulative_sum(xp.astype(mask, xp.int32), axis=-1, dtype=xp.int32)
+    dt = xp.__array_namespace_info__().default_dtypes()["indexing"]
+    slot = xp.astype(xp.where(mask, rank, xp.zeros_like(rank)), dt)
+    cols = xp.broadcast_to(arange_like(xp, mask.shape[-1], mask, dtype=dt)[None, :], mask.shape)
+    out = xp.zeros((mask.shape[0], k + 1), dtype=dt, device=_device(mask))
+    if getattr(xp, "__name__", "") == "array_api_compat.torch":
+        out = out.scatter_(-1, slot, cols)
+    else:
+        xp.put_along_axis(out, slot, cols, axis=-1)
+    return out[:, 1:]
 
 
 TOP_K_BLOCK = 16
@@ -427,6 +436,19 @@ def _torch_compiling():
     """Whether ``torch.compile`` is tracing this call (torch looked up, never imported)."""
     is_compiling = getattr(getattr(sys.modules.get("torch"), "compiler", None), "is_compiling", None)
     return is_compiling is not None and bool(is_compiling())
+
+
+def eager_host(xp, x):
+    """Whether ``x`` is a concrete array on the host that code may branch on: NumPy, or eager
+    torch on a CPU (not while ``torch.compile`` traces, not under ``torch.func`` transforms).
+    Static (the namespace, the device, the tracing state): no value is read. Never JAX (traced
+    under ``jit``), never an accelerator (a branch on a value would wait for the device)."""
+    name = getattr(xp, "__name__", "")
+    if name in ("numpy", "array_api_compat.numpy"):
+        return True
+    if name != "array_api_compat.torch" or _torch_compiling() or x.device.type != "cpu":  # not meta either
+        return False
+    return not sys.modules["torch"]._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 def _torch_writable(base, *others):

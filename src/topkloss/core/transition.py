@@ -24,7 +24,7 @@ Gradient (rows sum to 0): :math:`\partial \ell / \partial s = p - q`, where
 from __future__ import annotations
 
 from .op import Op
-from .ops import put_labels, take_rows, top_k_and_mask
+from .ops import eager_host, mask_columns, put_columns, put_labels, take_columns, take_rows, top_k, top_k_and_mask, topk_mask
 
 __all__ = ["TOPK_TRANSITION", "WEIGHT_KINDS"]
 
@@ -40,7 +40,23 @@ def _weights(xp, kind, value, args, s_top, s_out, total):
     return lam, 1 - lam
 
 
+NUMPY_COLUMNS_MIN = 1000
+"""Rows at least this long take :func:`_forward_by_columns` on NumPy (eager torch on a CPU takes
+it at every n). NumPy's top-k with indices (``argpartition``) costs more than its values-only
+``partition`` at small n: ``benchmarks/ab.py`` (3 rounds, the columns form against the mask
+form) measured 1.45 / 1.11 / 0.95 / 0.77x at 1024 x 100 / 256 x 300 / 256 x 1000 / 256 x 3000."""
+
+
+def by_columns(xp, s):
+    """Whether the forward holds T_k as columns (:func:`_forward_by_columns`). Static."""
+    if not eager_host(xp, s):
+        return False
+    return getattr(xp, "__name__", "") == "array_api_compat.torch" or s.shape[-1] >= NUMPY_COLUMNS_MIN
+
+
 def _forward(xp, s, *args, static):
+    if by_columns(xp, s):
+        return _forward_by_columns(xp, s, *args, static=static)
     k, kind, value = static
     labels = args[0]
     values, top = top_k_and_mask(xp, s, k)  # the scores of T_k (in any order), T_k
@@ -52,23 +68,66 @@ def _forward(xp, s, *args, static):
     s_y = take_rows(xp, s, labels)
     e_y = xp.exp(s_y - m[:, 0])
     inside = take_rows(xp, top, labels)
-    # the mass of the classes other than y, from (batch, k) arrays and without cancellation:
-    # y in T: S_out + S_T less one entry of T equal to s_y; y not in T: S_T + (S_out - e_y),
-    # where e_y <= every e of T: the difference's rounding is at most a few of the result's
+    # S_T less one entry of T equal to s_y, from (batch, k) arrays
     match = xp.astype(values == s_y[:, None], xp.int32)
     first = (match == 1) & (xp.cumulative_sum(match, axis=-1) == 1)
     top_not_y = xp.sum(xp.where(first, 0.0, e_top), axis=-1)
+    loss, others = _loss(xp, kind, value, args, s_y - m[:, 0], s_top, s_out, inside, top_not_y, e_y)
+    return loss, (e, top, s_top, s_out, inside, others, e_y)
+
+
+def _loss(xp, kind, value, args, d_y, s_top, s_out, inside, top_not_y, e_y):
+    """Per-sample loss and ``others`` (the mass of the classes other than y, for the backward)
+    from the sums of a row: ``d_y = s_y - max s``; ``top_not_y`` is S_T less y's entry when y is
+    in T_k. The mass of the other classes without cancellation: y in T: S_out + top_not_y;
+    y not in T: S_T + (S_out - e_y), where e_y <= every e of T, so the difference's rounding is
+    at most a few of the result's."""
     others = xp.where(inside, s_out + top_not_y, s_top + (s_out - e_y))
     total = s_top + s_out
-    ce = xp.log(total) - (s_y - m[:, 0])
+    ce = xp.log(total) - d_y
     grouped = xp.where(inside, xp.log1p(s_out / s_top), ce)
     lam, rest = _weights(xp, kind, value, args, s_top, s_out, total)
-    return rest * ce + lam * grouped, (e, top, s_top, s_out, inside, others, e_y)
+    return rest * ce + lam * grouped, others
+
+
+def _forward_by_columns(xp, s, *args, static):
+    """The forward of :func:`_forward` with T_k as k columns instead of a ``(batch, n)`` mask:
+    NumPy and eager torch on a CPU (:func:`~.ops.eager_host`), where the mask's compares, running
+    count and ``where`` passes cost more than the rest of the loss at n >= 1000.
+
+    One top-k of ``k + 1`` (``k < n``) gives T_k's columns unless an entry outside them equals
+    the k-th value (a tie across the boundary, which the top-k may break either way): then, and
+    only then, the tie rule's mask and its columns (:func:`~.ops.mask_columns`). The branch
+    reads a value: only concrete host arrays come here. Same residuals as the mask form, except
+    that ``e`` is zero on T_k, and T_k's columns and entries of ``e`` stand for the mask."""
+    k, kind, value = static
+    labels = args[0]
+    values, cols = top_k(xp, s, k + 1)  # k < n
+    if bool(xp.any(values[:, k] == values[:, k - 1])):
+        cols = mask_columns(xp, topk_mask(xp, s, k, values=values[:, :k]), k)
+    else:
+        cols = cols[:, :k]
+    m = values[:, :1]  # the row maximum: top_k sorts
+    e = xp.exp(s - m)
+    e_top = take_columns(xp, e, cols)
+    s_top = xp.sum(e_top, axis=-1)
+    e = put_columns(xp, e, xp.zeros_like(e_top), cols)  # e outside T_k (e is this function's own)
+    s_out = xp.sum(e, axis=-1)  # a sum of positive terms: no 1 - P_T cancellation
+    s_y = take_rows(xp, s, labels)
+    e_y = xp.exp(s_y - m[:, 0])
+    is_y = cols == labels[:, None]
+    inside = xp.any(is_y, axis=-1)
+    top_not_y = xp.sum(xp.where(is_y, 0.0, e_top), axis=-1)  # S_T less y's entry
+    loss, others = _loss(xp, kind, value, args, s_y - m[:, 0], s_top, s_out, inside, top_not_y, e_y)
+    return loss, (e, cols, e_top, s_top, s_out, inside, others, e_y)
 
 
 def _backward(xp, s, args, residuals, g, *, static):
     k, kind, value = static
-    e, top, s_top, s_out, inside, others, e_y = residuals
+    if len(residuals) == 8:  # T_k as columns (_forward_by_columns)
+        e, cols, e_top, s_top, s_out, inside, others, e_y = residuals
+    else:
+        e, top, s_top, s_out, inside, others, e_y = residuals
     total = s_top + s_out
     lam, rest = _weights(xp, kind, value, args, s_top, s_out, total)
     # d loss / d s = e * (1/total - [j in T] λ'/S_T) - [j = y] (1 - λ'), with λ' = λ on rows
@@ -81,7 +140,11 @@ def _backward(xp, s, args, residuals, g, *, static):
     # the label's entry e_y b - g (1 - λ') cancels when p_y -> 1; as one sum of positive terms:
     # -g [(1 - λ')(total - e_y) + λ' e_y S_out / S_T] / total, written over the row's entry
     at_y = -g * (rest_in * others + lam_in * e_y * s_out / s_top) / total
-    return put_labels(xp, e * xp.where(top, b[:, None], a[:, None]), at_y, args[0])
+    if len(residuals) == 8:  # e is zero on T: T's entries written over e * a
+        grad = put_columns(xp, e * a[:, None], e_top * b[:, None], cols)
+    else:
+        grad = e * xp.where(top, b[:, None], a[:, None])
+    return put_labels(xp, grad, at_y, args[0])
 
 
 TOPK_TRANSITION = Op("topk_transition", _forward, _backward)
