@@ -219,8 +219,8 @@ def test_columns_and_mask_forms_agree(monkeypatch, backend, tied):
 
 def test_which_form_holds_t_k():
     """Columns on eager torch on a CPU at every n and on NumPy from NUMPY_COLUMNS_MIN classes;
-    the mask under JAX, on the standard-only path, under torch.compile and torch.func, and on
-    a meta tensor (no values to branch on)."""
+    the mask under JAX, on the standard-only path, under torch.compile, torch.jit.trace and
+    torch.func, and on a meta tensor (no values to branch on)."""
     from topkloss.adapters import namespace
     from topkloss.core import transition
 
@@ -236,7 +236,8 @@ def test_which_form_holds_t_k():
     torch.func.vmap(lambda r: seen.append(form(r[None, :])) or r)(torch.zeros(2, 5))
     torch._dynamo.reset()
     torch.compile(lambda x: seen.append(form(x)) or x, fullgraph=True, backend="eager")(torch.zeros(2, 5))
-    assert seen == [False, False]
+    torch.jit.trace(lambda x: seen.append(form(x)) or x * 1, torch.zeros(2, 5), check_trace=False)
+    assert seen == [False, False, False]
     jax = pytest.importorskip("jax")
     assert not form(jax.numpy.zeros((2, n_min)))
 

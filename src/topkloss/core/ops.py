@@ -440,7 +440,8 @@ def _torch_compiling():
 
 def eager_host(xp, x):
     """Whether ``x`` is a concrete array on the host that code may branch on: NumPy, or eager
-    torch on a CPU (not while ``torch.compile`` traces, not under ``torch.func`` transforms).
+    torch on a CPU (not while ``torch.compile`` or ``torch.jit.trace`` traces, not under
+    ``torch.func`` transforms).
     Static (the namespace, the device, the tracing state): no value is read. Never JAX (traced
     under ``jit``), never an accelerator (a branch on a value would wait for the device)."""
     name = getattr(xp, "__name__", "")
@@ -448,7 +449,8 @@ def eager_host(xp, x):
         return True
     if name != "array_api_compat.torch" or _torch_compiling() or x.device.type != "cpu":  # not meta either
         return False
-    return not sys.modules["torch"]._C._functorch.is_functorch_wrapped_tensor(x)
+    torch = sys.modules["torch"]
+    return not (torch.jit.is_tracing() or torch._C._functorch.is_functorch_wrapped_tensor(x))
 
 
 def _torch_writable(base, *others):
