@@ -322,17 +322,14 @@ def _top_k_by_rank(xp, x, k):
 def mask_columns(xp, mask, k):
     """The columns of the ``k`` true entries of each row of a 2-D boolean ``mask`` (exactly ``k``
     per row), in increasing order: a running count ranks them, and each writes its column to
-    its rank (every false entry to a spare column 0). NumPy-like backends and torch only."""
+    its rank (:func:`put_columns`; every false entry to a spare column 0, the one slot where
+    writes collide, which is dropped). NumPy-like backends and torch only (a native write)."""
     rank = xp.cumulative_sum(xp.astype(mask, xp.int32), axis=-1, dtype=xp.int32)
     dt = xp.__array_namespace_info__().default_dtypes()["indexing"]
     slot = xp.astype(xp.where(mask, rank, xp.zeros_like(rank)), dt)
     cols = xp.broadcast_to(arange_like(xp, mask.shape[-1], mask, dtype=dt)[None, :], mask.shape)
     out = xp.zeros((mask.shape[0], k + 1), dtype=dt, device=_device(mask))
-    if getattr(xp, "__name__", "") == "array_api_compat.torch":
-        out = out.scatter_(-1, slot, cols)
-    else:
-        xp.put_along_axis(out, slot, cols, axis=-1)
-    return out[:, 1:]
+    return put_columns(xp, out, cols, slot)[:, 1:]
 
 
 TOP_K_BLOCK = 16
