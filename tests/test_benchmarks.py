@@ -53,3 +53,12 @@ def test_bench_losses_compile_mode_is_named_in_the_header():
         "--compile", "--compile-mode", "reduce-overhead",
     )
     assert "torch.compile (mode reduce-overhead)" in out
+
+
+def test_scan_forms_benchmark_runs_and_names_the_policy():
+    pytest.importorskip("torch")
+    out = _run("scan_forms.py", "--ks", "5", "--ns", "20,2000", "--batch", "4", "--repeat", "1")
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("5 ")]
+    assert [r[1] for r in rows] == ["20", "2000"]
+    assert [" ".join(r[5:]) for r in rows] == ["prefix sums", "tree"]
+    assert all(float(v) > 0 for r in rows for v in r[2:5])

@@ -140,3 +140,27 @@ def test_linear_tree_and_its_reverse_pass_with_padded_levels(monkeypatch, m, sta
     for i in sorted({0, m // 2, m - 1}):
         rest = np.exp(_dp_log_esf(np.log(np.delete(x, i, axis=0).T), k - 1))  # (batch, k)
         np.testing.assert_allclose(got[i], np.sum(cot.T * rest, axis=-1), rtol=1e-10, atol=1e-12)
+
+
+# --- prefix sums (esf.scan_prefix / scan_backprop): the smooth SVM's polynomials on eager torch ---
+@pytest.mark.parametrize("m,k", [(1, 1), (1, 3), (2, 2), (3, 7), (6, 1), (6, 5), (9, 4), (12, 6)])
+def test_prefix_sums_and_their_reverse_pass_match_brute_force(xp, m, k):
+    """e_1..e_k of x >= 0 (zeros included) and dF/dx_i = sum_j c_j e_{j-1}(x \\ i), float64, every backend."""
+    from topkloss.core import esf
+
+    rng = np.random.default_rng(m * 10 + k)
+    x = rng.uniform(0.0, 1.0, size=(3, m))
+    x[0, : m // 2] = 0.0  # zero leaves (the smooth SVM writes T's columns and the label as zeros)
+    c = rng.normal(size=(3, k))
+    with np.errstate(divide="ignore"):
+        want = np.exp(ref.log_esf(np.log(x), k))[:, 1:]
+        without = [np.exp(ref.log_esf(np.log(np.delete(x, i, axis=1)), k)) for i in range(m)]
+    want_grad = np.stack([(c * w[:, :k]).sum(-1) for w in without], axis=-1)  # sum_j c_j e_{j-1}(x \ i)
+    top, state = esf.scan_prefix(xp, asarray(xp, x, xp.float64), k)
+    assert_array_type(top, xp)
+    assert tuple(top.shape) == (3, k)
+    assert_close(top, want, rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(to_numpy(esf.scan_leaves(state)), x)
+    grad = esf.scan_backprop(xp, state, asarray(xp, c, xp.float64))
+    assert tuple(grad.shape) == (3, m)
+    assert_close(grad, want_grad, rtol=1e-12, atol=1e-13)

@@ -33,12 +33,15 @@ def _check_contract(s32, y, k, tau, alpha=1.0):
     assert np.all(err <= grad_tol), f"gradient off by {np.max(err / grad_tol):.3g} x tolerance"
 
 
-@pytest.fixture(params=["planned", "stacked", "log", "linear64"])
+@pytest.fixture(params=["planned", "stacked", "log", "linear64", "scan"])
 def mode(request, monkeypatch):
     """The planned path; the planned path with every linear tree level stacked; and each other
-    exact path forced (log space; linear space in float64)."""
+    exact path forced (log space; linear space in float64; prefix sums in float64, which the
+    planned path takes on eager torch only)."""
     if request.param == "stacked":
         force_level_forms(monkeypatch, True)
+    elif request.param == "scan":
+        monkeypatch.setattr(smooth_svm, "scan_applies", lambda xp, s, k, mode: mode != "log")
     elif request.param != "planned":
         monkeypatch.setattr(smooth_svm, "plan_mode", lambda *a: request.param)
     return request.param
@@ -69,8 +72,12 @@ def test_float32_near_the_hinge_with_far_top_classes(tau):
     _check_contract(s, y, k, tau)
 
 
+@pytest.mark.parametrize("scan", [False, True], ids=["planned", "scan"])
 @pytest.mark.parametrize("n,k", [(1000, 5), (100_000, 5), (3000, 10), (2000, 20)])
-def test_float32_wide_rows(n, k):
+def test_float32_wide_rows(monkeypatch, n, k, scan):
+    """Wide rows, planned and by prefix sums (whose rounding grows with the row: float64)."""
+    if scan:
+        monkeypatch.setattr(smooth_svm, "scan_applies", lambda xp, s, k, mode: mode != "log")
     rng = np.random.default_rng(n + k)
     s = (rng.normal(size=(2, n)) * np.array([[3.0], [300.0]])).astype(np.float32)
     y = rng.integers(0, n, size=2)

@@ -22,12 +22,22 @@ def _data(seed, batch, n, scale=2.0):
     return rng.normal(scale=scale, size=(batch, n)), rng.integers(0, n, size=batch)
 
 
-@pytest.fixture(params=["linear", "linear-stacked", "linear-lists", "linear-compact", "log", "log-compact", "linear64", "linear64-stacked"])
+def force_scan(monkeypatch):
+    """The polynomials by prefix sums wherever linear space is exact (the planned choice takes
+    them on eager torch on a CPU only: ``smooth_svm.scan_applies``)."""
+    monkeypatch.setattr(smooth_svm, "scan_applies", lambda xp, s, k, mode: mode != "log")
+
+
+@pytest.fixture(params=["linear", "linear-stacked", "linear-lists", "linear-compact", "log", "log-compact", "linear64", "linear64-stacked", "scan"])
 def mode(request, monkeypatch):
     """Run a test with the polynomial of U in linear space (tree levels as planned, all stacked,
-    all lists, compact level sizes), in log space (power-of-two or compact level sizes), and in
-    linear space in float64 (all exact). Compact: every level padded to an even count only, as
-    wide rows are (``esf.level_sizes``); small trees are otherwise padded to a power of two."""
+    all lists, compact level sizes), in log space (power-of-two or compact level sizes), in
+    linear space in float64, and by prefix sums in float64 (all exact). Compact: every level
+    padded to an even count only, as wide rows are (``esf.level_sizes``); small trees are
+    otherwise padded to a power of two."""
+    if request.param == "scan":
+        force_scan(monkeypatch)
+        return request.param
     plan, _, forms = request.param.partition("-")
     monkeypatch.setattr(smooth_svm, "plan_mode", lambda *a: plan)
     if forms == "compact":
@@ -273,3 +283,64 @@ def test_results_stay_on_the_input_device():
     assert value.device == dev and grad.device == dev
     assert topkloss.topk_svm(a, b, k=3).device == dev
     assert topkloss.log_esf(a, 3).device == dev
+
+
+# --- the polynomials by prefix sums (eager torch on a CPU) against the tree -----------------------
+@pytest.mark.parametrize("case", ["random", "ties", "spread"])
+@pytest.mark.parametrize("k", [1, 2, 5, 9])
+def test_prefix_sums_and_tree_agree_through_autograd(monkeypatch, case, k):
+    """Eager torch takes the polynomials by prefix sums (``smooth_svm.scan_applies``); forced
+    onto the tree, the same loss and ``backward()`` gradient, float32 and float64 inputs."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(k)
+    s = rng.normal(scale=3.0, size=(16, 30))
+    if case == "ties":  # integer scores: ties at and across the k-th place
+        s = rng.integers(0, 3, size=(16, 30)).astype(np.float64)
+    elif case == "spread":  # top classes 1e3 above the rest
+        s[:, :4] += 1e3
+    y = rng.integers(0, 30, size=16)
+    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 2e-6)):
+        out = {}
+        for form in (True, False):
+            calls = []
+            monkeypatch.setattr(smooth_svm, "scan_applies", lambda xp, s, k, mode, form=form: calls.append(1) or form)
+            a = torch.tensor(s, dtype=dtype, requires_grad=True)
+            loss = topkloss.smooth_topk_svm(a, torch.tensor(y), k=k, tau=0.5, reduction="none")
+            loss.sum().backward()
+            out[form] = (loss.detach().numpy(), a.grad.numpy())
+            assert calls
+        (l_scan, g_scan), (l_tree, g_tree) = out[True], out[False]
+        np.testing.assert_allclose(l_scan, l_tree, rtol=rtol, atol=1e-12)
+        np.testing.assert_allclose(g_scan, g_tree, rtol=0, atol=rtol * np.abs(g_tree).max())
+    assert np.any(g_scan != 0)
+
+
+def test_which_form_takes_the_polynomials():
+    """Prefix sums on eager torch on a CPU up to max(SCAN_N_MIN, SCAN_N_PER_K k) classes where the
+    linear space is exact; the tree on NumPy, JAX and the standard-only path, on wider rows, in
+    log space, on accelerators and under torch.compile."""
+    from topkloss.adapters import namespace
+
+    torch = pytest.importorskip("torch")
+
+    def scan(x, k, mode="linear"):
+        return smooth_svm.scan_applies(namespace(x), x, k, mode)
+
+    widest = lambda k: max(smooth_svm.SCAN_N_MIN, smooth_svm.SCAN_N_PER_K * k)
+    for k in (5, 20):
+        assert scan(torch.zeros(2, widest(k)), k) and not scan(torch.zeros(2, widest(k) + 1), k)
+    assert widest(20) > widest(5)
+    assert not scan(torch.zeros(2, 100), 5, mode="log")
+    with pytest.MonkeyPatch.context() as mp:  # a CUDA tensor, as far as the policy can tell
+        mp.setattr(smooth_svm, "on_accelerator", lambda x: True)
+        assert not scan(torch.zeros(2, 100), 5)
+    assert not scan(np.zeros((2, 100)), 5)
+    from conftest import available
+
+    assert not scan(available("array_api_strict").zeros((2, 100)), 5)
+    jnp = pytest.importorskip("jax.numpy")
+    assert not scan(jnp.zeros((2, 100)), 5)
+    seen = []
+    torch._dynamo.reset()
+    torch.compile(lambda x: seen.append(scan(x, 5)) or x, fullgraph=True, backend="eager")(torch.zeros(2, 100))
+    assert seen == [False]

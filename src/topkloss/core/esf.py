@@ -27,9 +27,9 @@ from __future__ import annotations
 import math
 
 from .op import Op
-from .ops import NEG_INF, _device, _torch_compiling, fma, full_like_shape, fusion_barrier, logsumexp_list, on_accelerator
+from .ops import NEG_INF, _device, _torch_compiling, cumsum, fma, full_like_shape, fusion_barrier, logsumexp_list, on_accelerator
 
-__all__ = ["LOG_ESF", "tree_levels", "tree_top", "tree_root", "complement", "tree_backprop", "log_pi", "level_structure"]
+__all__ = ["LOG_ESF", "tree_levels", "tree_top", "tree_root", "complement", "tree_backprop", "log_pi", "level_structure", "scan_prefix", "scan_backprop", "scan_leaves"]
 
 
 def _halves(level, half):
@@ -410,6 +410,70 @@ def tree_backprop(xp, levels, cotangent, m):
         r = fusion_barrier(xp, [xp.concat([a, b], axis=0) for a, b in zip(r_first, r_second)])
         del r_first, r_second
     return _as_list(r)[0][:m, ...]
+
+
+def scan_prefix(xp, x, k):
+    r"""``e_1 .. e_k`` of ``x >= 0`` along the last axis by prefix sums: ``(top, state)``.
+
+    With :math:`Q_j[i] = e_j(x_0 .. x_{i-1})` (the leaves before ``i``; :math:`Q_0 = 1`),
+    :math:`Q_j[i + 1] = Q_j[i] + x_i Q_{j-1}[i]`: each degree is one product and one
+    cumulative sum, ``2k`` array operations in all where the tree takes ``O(k^2)`` per level.
+    The row is padded with ``d - 1`` zero leaves at each end (``d = min(k, m)``), which change
+    no :math:`e_j` and let every shift by one be a slice: the prefix sums of degree ``j`` start
+    ``j - 1`` places in. Every term is non-negative (no subtraction): each :math:`e_j` is
+    within ``(m + j) eps`` of its value, so callers run it in float64 (the tree's bound is
+    ``depth * eps``). ``top`` is ``(..., k)`` (:math:`e_j = 0` for ``j > m``); ``state`` the
+    tuple (padded leaves, prefix sums of degrees ``1 .. d - 1``) for :func:`scan_backprop`
+    and :func:`scan_leaves`: distinct arrays, none a view of another.
+    """
+    m = x.shape[-1]
+    d = min(k, m)
+    pad = xp.zeros_like(x[..., : d - 1])
+    padded = xp.concat([pad, x, pad], axis=-1) if d > 1 else x
+    left = padded[..., : m + d - 1]  # the zeros in front and the leaves
+    prefixes, top = [], []
+    for j in range(1, d + 1):  # prefixes[j - 1][t] = e_j of left[0 .. t + j - 1]
+        term = left if j == 1 else left[..., j - 1 :] * prefixes[-1][..., :-1]
+        if j == d:  # only the total of the last degree
+            top.append(xp.sum(term, axis=-1))
+            break
+        prefixes.append(cumsum(xp, term))
+        top.append(prefixes[-1][..., -1])
+    top.extend([xp.zeros_like(top[0])] * (k - len(top)))
+    return xp.stack(top, axis=-1), (padded, *prefixes)
+
+
+def scan_leaves(state):
+    """The leaves ``x`` that :func:`scan_prefix` was given, from its state (a view)."""
+    padded, p = state[0], len(state) - 1
+    return padded[..., p : padded.shape[-1] - p]
+
+
+def scan_backprop(xp, state, cotangent):
+    r"""Reverse mode through :func:`scan_prefix`: :math:`\partial F / \partial x_i` for
+    :math:`F = \sum_j c_j e_j(x)`, ``cotangent`` ``(..., k)`` holding :math:`c_1 .. c_k`.
+
+    :math:`\partial F / \partial x_i = \sum_{a<d} Q_a[i]\, G_a[i]` with
+    :math:`G_a[i] = \sum_b c_{a+b+1} e_b(x_{i+1} .. x_{m-1})` (the leaves after ``i``):
+    :math:`G_{d-1} = c_d` and :math:`G_a[i] = c_{a+1} + \sum_{l > i} x_l G_{a+1}[l]`, a
+    cumulative sum along the reversed row (the zeros of the padding again make each shift a
+    slice); each :math:`G_a` is flipped back to meet :math:`Q_a`. Not formed as a total minus
+    a prefix sum: every product in it is one of distinct leaves, so its rounding stays within
+    ``m eps`` of the same sum taken with absolute values (signs may mix: ``c`` does).
+    """
+    padded, prefixes = state[0], state[1:]
+    p = len(prefixes)  # d - 1
+    d = p + 1
+    m = padded.shape[-1] - 2 * p
+    rev = xp.flip(padded, axis=-1)[..., : m + p]  # the zeros in front and the leaves, reversed
+    g = cotangent[..., d - 1 : d]  # G_{d-1}, constant along the row
+    grad = g if d == 1 else prefixes[d - 2][..., :-1] * g  # Q_{d-1} G_{d-1}
+    for a in range(d - 2, -1, -1):  # g covers places d - 2 - a .. m + p - 1 of rev
+        v = g * rev if a == d - 2 else rev[..., d - 2 - a :] * g
+        g = cotangent[..., a : a + 1] + cumsum(xp, v)[..., :-1]
+        g_real = xp.flip(g[..., a:], axis=-1)  # the leaves' places, in their order
+        grad = grad + g_real if a == 0 else fma(xp, grad, prefixes[a - 1][..., p - a : -1], g_real)
+    return xp.broadcast_to(grad, (*grad.shape[:-1], m)) if d == 1 else grad
 
 
 def log_pi(xp, logx, outside, log_e, j):

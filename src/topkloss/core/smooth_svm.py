@@ -28,13 +28,18 @@ Because :math:`x_U \le 1` and :math:`N, D \ge 1`, no term of :math:`e_j(x_U)` be
 :math:`\binom{|U|}{k}`, keeps that floor above the dtype's smallest normal number, the
 polynomial of :math:`U` is computed in **linear space** (products and sums, no exp/log per
 term); for float32 inputs where only float64's range suffices, in linear space in float64;
-else in log space (:func:`plan_mode`; shapes and dtype decide, never values).
+else in log space (:func:`plan_mode`; shapes and dtype decide, never values). Where linear
+space is exact, eager torch on a CPU takes both polynomials of rows up to about a thousand
+classes by prefix sums in float64 instead of the tree (:func:`scan_applies`,
+:func:`~.esf.scan_prefix`): two operations per degree, where each tree level takes
+:math:`O(k^2)`, and eager torch pays per operation.
 
 **Gradient.** With :math:`p = \sigma(r)`, :math:`\partial L/\partial s = (p/k)\,\partial r /
 \partial z`, which is :math:`-1` at ``y``;
 :math:`x_u \sum_j C_j\, e_{j-1}(x_{U\setminus u})` at :math:`u \in U`, with
 :math:`C_j = \partial(\log N - \log D)/\partial e_j(x_U)` — in linear space by reverse mode
-down the same tree (:func:`~.esf.tree_backprop`), in log space from the complement
+down the same tree (:func:`~.esf.tree_backprop`) or back along the prefix sums
+(:func:`~.esf.scan_backprop`), in log space from the complement
 polynomials; and :math:`-\sum_b w_t\, e_{b-1}(w_{\setminus t})\, \partial(\log N - \log D)/
 \partial e_b(w)` at :math:`t \in T`. No switch to the hard loss, no truncated series.
 """
@@ -43,9 +48,9 @@ from __future__ import annotations
 
 import math
 
-from .esf import complement, restore_tree, tree_backprop, tree_levels, tree_residuals, tree_root
+from .esf import complement, restore_tree, scan_backprop, scan_leaves, scan_prefix, tree_backprop, tree_levels, tree_residuals, tree_root
 from .op import Op
-from .ops import NEG_INF, _device, arange_like, clip, copy, float64_available, full_like_shape, logsumexp, on_accelerator, onehot, put_columns, scatter_columns, sigmoid, take_columns, top_k
+from .ops import NEG_INF, _device, _torch_compiling, arange_like, clip, copy, float64_available, full_like_shape, logsumexp, on_accelerator, onehot, put_columns, scatter_columns, sigmoid, take_columns, top_k
 
 __all__ = ["SMOOTH_TOPK_SVM", "TOPK_SVM", "plan_mode"]
 
@@ -78,10 +83,64 @@ def plan_mode(n_leaves, k, double, float64_ok=False):
     return "log"
 
 
+SCAN_N_MIN, SCAN_N_PER_K = 900, 90
+"""Eager torch on a CPU takes the polynomials by prefix sums (:func:`~.esf.scan_prefix`) for rows
+of at most ``max(SCAN_N_MIN, SCAN_N_PER_K * k)`` classes, the tree for wider ones.
+``benchmarks/scan_forms.py`` (2-core CPU, allocator pinned, forward + backward, batch 256,
+prefix sums' time / the tree's) measured the crossover: k = 5, 0.80 at n = 100, 0.96 at 850,
+1.04 at 1000; k = 10, 0.94 at 850, 1.02 at 1000; k = 20, 0.94 at 1500, 1.18 at 2500. On NumPy,
+whose ``cumsum`` is a slow sequential loop, prefix sums took 1.39x the tree's time at k = 5,
+n = 100 and 2.94x at n = 1000, so NumPy keeps the tree."""
+
+
+def scan_applies(xp, s, k, mode):
+    """Whether the polynomials of ``s`` are taken by prefix sums rather than the tree: eager torch
+    on a CPU (not while ``torch.compile`` traces), narrow rows, linear space exact. Static: the
+    namespace, the device, shapes and the tree's mode; never values."""
+    return (
+        getattr(xp, "__name__", "") == "array_api_compat.torch"
+        and mode != "log"
+        and s.shape[-1] <= max(SCAN_N_MIN, SCAN_N_PER_K * k)
+        and not on_accelerator(s)
+        and not _torch_compiling()
+    )
+
+
 def _plan(xp, s, k):
-    """(tree mode, whether the trees run in float64) for scores ``s``: shapes and dtypes only."""
+    """(mode, whether the polynomials run in float64, whether by prefix sums) for scores ``s``:
+    shapes and dtypes only. Prefix sums run in float64 (their rounding grows with the row)."""
     mode = plan_mode(s.shape[-1] - k, k, s.dtype == xp.float64, float64_available(xp))
-    return ("log" if mode == "log" else "linear"), mode == "linear64"
+    scan = scan_applies(xp, s, k, mode)
+    wide = mode == "linear64" or (scan and s.dtype != xp.float64)
+    return ("log" if mode == "log" else "linear"), wide, scan
+
+
+def _polynomial(xp, leaves, degree, mode, scan):
+    """``e_1 .. e_degree`` of ``leaves`` ``(batch, m)``, as ``(batch, degree)`` (logs in log
+    mode), and the arrays the backward needs (:func:`_restore`)."""
+    if scan:
+        return scan_prefix(xp, leaves, degree)
+    levels = tree_levels(xp, xp.permute_dims(leaves, (1, 0)), degree, mode)
+    top = tree_root(xp, levels, degree, levels[0][0], mode)  # (degree, batch)
+    return xp.permute_dims(top, (1, 0)), tree_residuals(levels)
+
+
+def _restore(xp, flat, m, degree, batch, mode, scan, accelerator):
+    """What :func:`_polynomial` saved, from the front of ``flat``: ``(leaves (batch, m), state,
+    number of arrays used)``; ``state`` is the prefix list or the tree's levels."""
+    if scan:
+        state = tuple(flat[: min(degree, m)])  # the padded leaves and scan_prefix's prefix sums
+        return scan_leaves(state), state, len(state)
+    levels, used = restore_tree(xp, flat, m, degree, batch, mode, accelerator)
+    return xp.permute_dims(levels[0][0][:m, ...], (1, 0)), levels, used
+
+
+def _backprop(xp, leaves, state, cotangent, scan):
+    """``leaves * dF/d leaves`` ``(batch, m)`` for ``F = sum_j cotangent[:, j-1] e_j`` (linear space)."""
+    if scan:
+        return leaves * scan_backprop(xp, state, cotangent)
+    m = leaves.shape[-1]
+    return leaves * xp.permute_dims(tree_backprop(xp, state, xp.permute_dims(cotangent, (1, 0)), m), (1, 0))
 
 
 def _safe_log(xp, v):
@@ -112,8 +171,9 @@ def _scaled(xp, diff, scale):
     return xp.where(diff < -bound, -bound, xp.where(diff > bound, bound, diff)) / scale
 
 
-def _forward_parts(xp, s, labels, k, tau, mode, wide):
-    """Everything both passes need: U's leaves and tree, w = 1/x_T and its tree, m = |T|, s_y - c."""
+def _forward_parts(xp, s, labels, k, tau, mode, wide, scan):
+    """Everything both passes need: m = |T|, s_y - c, T's columns, and the polynomials of U and of
+    w = 1/x_T (:func:`_polynomial`'s pairs)."""
     neg_inf = NEG_INF  # a Python scalar: takes the array's dtype and device
     # the label out of the ranking: a copy of s with -inf written at y (O(batch) writes)
     others = put_columns(xp, copy(xp, s), full_like_shape(xp, (s.shape[0], 1), neg_inf, s), labels[:, None])
@@ -140,23 +200,19 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide):
     if wide:
         log_w = xp.astype(log_w, xp.float64)
     m = xp.sum(xp.astype(in_t, labels.dtype), axis=-1)
-    # the trees take nodes first, batch last: (n, batch), contiguous halves, vectorised rows
-    levels_u = tree_levels(xp, xp.permute_dims(leaves, (1, 0)), k, mode)
+    poly_u = _polynomial(xp, leaves, k, mode, scan)
     # w < 1: the same bound makes linear space exact for its polynomial
-    leaves_w = xp.permute_dims(xp.exp(log_w) if mode == "linear" else log_w, (1, 0))
-    levels_w = tree_levels(xp, leaves_w, k - 1, mode) if k >= 2 else [[]]
-    return d_y, m, idx, levels_u, levels_w
+    poly_w = _polynomial(xp, xp.exp(log_w) if mode == "linear" else log_w, k - 1, mode, scan) if k >= 2 else None
+    return d_y, m, idx, poly_u, poly_w
 
 
-def _log_e(xp, levels_u, levels_w, k, mode, zero):
+def _log_e(xp, poly_u, poly_w, mode, zero):
     """log e_0..e_k of x_U, ``(batch, k + 1)``, and log e_0..e_{k-1} of w, ``(batch, k)``."""
 
-    def logs(levels, degree):
-        top = tree_root(xp, levels, degree, levels[0][0], mode)  # (degree, batch)
-        top = xp.permute_dims(_safe_log(xp, top) if mode == "linear" else top, (1, 0))
-        return xp.concat([zero[:, None], top], axis=-1)
+    def logs(top):
+        return xp.concat([zero[:, None], _safe_log(xp, top) if mode == "linear" else top], axis=-1)
 
-    return logs(levels_u, k), (logs(levels_w, k - 1) if k >= 2 else zero[:, None])
+    return logs(poly_u[0]), (logs(poly_w[0]) if poly_w is not None else zero[:, None])
 
 
 def _pair_degrees(xp, m, k, first, sign):
@@ -175,10 +231,10 @@ def _log_terms(xp, table, degrees, k, pad, shift):
 
 def _smooth_forward(xp, s, labels, *, static):
     k, tau, alpha = static
-    mode, wide = _plan(xp, s, k)
-    d_y, m, idx_t, levels_u, levels_w = _forward_parts(xp, s, labels, k, tau, mode, wide)
-    zero = xp.zeros_like(levels_u[0][0][0, ...])  # (batch,), in the trees' dtype
-    log_eu, log_ew = _log_e(xp, levels_u, levels_w, k, mode, zero)
+    mode, wide, scan = _plan(xp, s, k)
+    d_y, m, idx_t, poly_u, poly_w = _forward_parts(xp, s, labels, k, tau, mode, wide, scan)
+    zero = xp.zeros_like(poly_u[0][:, 0])  # (batch,), in the polynomials' dtype
+    log_eu, log_ew = _log_e(xp, poly_u, poly_w, mode, zero)
     # D = sum_b e_b(w) e_{k-1-m+b}(U), N = sum_b e_b(w) e_{k-m+b}(U); e_b(w) = 0 for b > m
     table_u = _padded_table(xp, log_eu, k)
     log_dn = logsumexp(xp, _log_terms(xp, table_u, _pair_degrees(xp, m, k, k - 1, -1), k, k, log_ew[:, None, :]), axis=-1)
@@ -190,7 +246,7 @@ def _smooth_forward(xp, s, labels, *, static):
     r = _scaled(xp, tau_r, tau)
     loss = xp.maximum(tau_r, xp.zeros_like(tau_r)) + tau * xp.log1p(xp.exp(-xp.abs(r)))
     # residuals are distinct arrays (torch.compile): everything else is recomputed from the trees
-    residuals = (r, log_dn, m, idx_t, table_u, log_ew, *tree_residuals(levels_u), *tree_residuals(levels_w))
+    residuals = (r, log_dn, m, idx_t, table_u, log_ew, *poly_u[1], *(poly_w[1] if poly_w is not None else ()))
     return (xp.astype(loss, s.dtype) if wide else loss), residuals
 
 
@@ -198,53 +254,49 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     k, tau, alpha = static
     (labels,) = args
     n = s.shape[-1]
-    mode, wide = _plan(xp, s, k)
+    mode, wide, scan = _plan(xp, s, k)
     r, log_dn, m, idx_t, table_u, log_ew = residuals[:6]
     batch, accelerator = s.shape[0], on_accelerator(s)
-    levels_u, n_u = restore_tree(xp, residuals[6:], n, k, batch, mode, accelerator)
-    levels_w = restore_tree(xp, residuals[6 + n_u :], k, k - 1, batch, mode, accelerator)[0] if k >= 2 else [[]]
+    leaves, state_u, n_u = _restore(xp, residuals[6:], n, k, batch, mode, scan, accelerator)
     shift = -log_dn[:, :, None]  # (batch, 2, 1): log(1/D), log(1/N)
-    # dL/ds = coef dr/dz, coef = g sigmoid(r) / k: folded into the trees' (k, batch) cotangents,
-    # not applied to the (batch, n) result (one pass over memory fewer)
+    # dL/ds = coef dr/dz, coef = g sigmoid(r) / k: folded into the polynomials' (batch, k)
+    # cotangents, not applied to the (batch, n) result (one pass over memory fewer)
     coef = g * sigmoid(xp, r) / k
-    coef_t = xp.astype(coef, levels_u[0][0].dtype)[None, :] if wide else coef[None, :]
+    coef_b = (xp.astype(coef, leaves.dtype) if wide else coef)[:, None]
 
     # U: d(log N - log D)/d e_j(U) = e_{j-k+m}(w) / N - e_{j-k+1+m}(w) / D, j = 1..k, as logs
     table_w = _padded_table(xp, log_ew, k)
     log_c = _log_terms(xp, table_w, _pair_degrees(xp, m, k, 1 - k, 1), k, k, xp.flip(shift, axis=1))
     log_cn, log_cd = log_c[:, 0, :], log_c[:, 1, :]  # (batch, k)
-    leaves = levels_u[0][0][:n, ...]  # (n, batch)
     if mode == "linear":
-        cot = coef_t * xp.permute_dims(xp.exp(log_cn) - xp.exp(log_cd), (1, 0))  # (k, batch)
-        d_z = leaves * tree_backprop(xp, levels_u, cot, n)
+        d_z = _backprop(xp, leaves, state_u, coef_b * (xp.exp(log_cn) - xp.exp(log_cd)), scan)
     else:  # every term is a fraction (<= 1) of N or D: exponentiate whole terms only
-        outside = complement(xp, levels_u, k - 1, n)
+        leaves = xp.permute_dims(leaves, (1, 0))  # (n, batch), the tree's layout
+        outside = complement(xp, state_u, k - 1, n)
         d_z = xp.zeros_like(leaves)
         for j in range(1, k + 1):
             log_term = leaves if j == 1 else leaves + outside[j - 2]
             d_z = d_z + (xp.exp(log_term + log_cn[:, j - 1][None, :]) - xp.exp(log_term + log_cd[:, j - 1][None, :]))
-        d_z = coef_t * d_z
-    d_z = xp.permute_dims(d_z, (1, 0))
+        d_z = xp.permute_dims(d_z, (1, 0)) * coef_b
     if wide:
         d_z = xp.astype(d_z, s.dtype)
 
     # T: dr/dz_t = -sum_{b>=1} w_t e_{b-1}(w \ t) (e_{k-m+b}(U) / N - e_{k-1-m+b}(U) / D)
     if k >= 2:
-        w = levels_w[0][0][:k, ...]  # (k, batch)
+        w, state_w, _ = _restore(xp, residuals[6 + n_u :], k, k - 1, batch, mode, scan, accelerator)
         log_a = _log_terms(xp, table_u, _pair_degrees(xp, m, k, k - 1, -1), k, k, shift)  # as in the forward
         log_ad, log_an = log_a[:, 0, :], log_a[:, 1, :]
-        if mode == "linear":  # w_t sum_b e_{b-1}(w \ t) (A_b - N_b): reverse mode down w's tree
-            cot = coef_t * xp.permute_dims(xp.exp(log_ad[:, 1:]) - xp.exp(log_an[:, 1:]), (1, 0))  # (k - 1, batch)
-            d_t = w * tree_backprop(xp, levels_w, cot, k)
+        if mode == "linear":  # w_t sum_b e_{b-1}(w \ t) (A_b - N_b): reverse mode through w's polynomial
+            d_t = _backprop(xp, w, state_w, coef_b * (xp.exp(log_ad[:, 1:]) - xp.exp(log_an[:, 1:])), scan)
         else:
-            out_w = complement(xp, levels_w, k - 2, k, mode)
+            w = xp.permute_dims(w, (1, 0))  # (k, batch)
+            out_w = complement(xp, state_w, k - 2, k, mode)
             log_comp = [w, *(w + o for o in out_w)]
             d_t = xp.zeros_like(w)
             for b in range(1, k):
                 lc = log_comp[b - 1]
                 d_t = d_t + (xp.exp(lc + log_ad[:, b][None, :]) - xp.exp(lc + log_an[:, b][None, :]))
-            d_t = coef_t * d_t
-        d_t = xp.permute_dims(d_t, (1, 0))
+            d_t = xp.permute_dims(d_t, (1, 0)) * coef_b
         d_z = put_columns(xp, d_z, xp.astype(d_t, s.dtype) if wide else d_t, idx_t, add=True)
 
     return put_columns(xp, d_z, -xp.astype(coef, s.dtype)[:, None], labels[:, None])  # -coef at y (written, not added)
