@@ -120,6 +120,7 @@ def _polynomial(xp, leaves, degree, mode, scan):
     mode), and the arrays the backward needs (:func:`_restore`)."""
     if scan:
         return scan_prefix(xp, leaves, degree)
+    # the trees take nodes first, batch last: (m, batch), contiguous halves, vectorised rows
     levels = tree_levels(xp, xp.permute_dims(leaves, (1, 0)), degree, mode)
     top = tree_root(xp, levels, degree, levels[0][0], mode)  # (degree, batch)
     return xp.permute_dims(top, (1, 0)), tree_residuals(levels)
