@@ -41,3 +41,11 @@ def force_level_forms(monkeypatch, stacked):
         return [stacked and mode == "linear" for _ in real(m, k, rest, mode, accelerator, xla)]
 
     monkeypatch.setattr(esf, "level_forms", forms)
+
+
+def force_scan(monkeypatch):
+    """The smooth SVM's polynomials by prefix sums wherever linear space is exact, on every
+    backend (the planned choice takes them on eager torch on a CPU only: ``smooth_svm.scan_applies``)."""
+    from topkloss.core import smooth_svm
+
+    monkeypatch.setattr(smooth_svm, "scan_applies", lambda xp, s, k, mode: mode != "log")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import topkloss
-from conftest import force_level_forms
+from conftest import force_level_forms, force_scan
 from topkloss.core import smooth_svm
 
 VG = topkloss.value_and_grad(topkloss.smooth_topk_svm)
@@ -41,7 +41,7 @@ def mode(request, monkeypatch):
     if request.param == "stacked":
         force_level_forms(monkeypatch, True)
     elif request.param == "scan":
-        monkeypatch.setattr(smooth_svm, "scan_applies", lambda xp, s, k, mode: mode != "log")
+        force_scan(monkeypatch)
     elif request.param != "planned":
         monkeypatch.setattr(smooth_svm, "plan_mode", lambda *a: request.param)
     return request.param
@@ -77,7 +77,7 @@ def test_float32_near_the_hinge_with_far_top_classes(tau):
 def test_float32_wide_rows(monkeypatch, n, k, scan):
     """Wide rows, planned and by prefix sums (whose rounding grows with the row: float64)."""
     if scan:
-        monkeypatch.setattr(smooth_svm, "scan_applies", lambda xp, s, k, mode: mode != "log")
+        force_scan(monkeypatch)
     rng = np.random.default_rng(n + k)
     s = (rng.normal(size=(2, n)) * np.array([[3.0], [300.0]])).astype(np.float32)
     y = rng.integers(0, n, size=2)

@@ -10,7 +10,7 @@ import pytest
 import reference as ref
 import topkloss
 from backends import asarray, assert_array_type, assert_close, to_numpy
-from conftest import force_level_forms
+from conftest import force_level_forms, force_scan
 from topkloss.core import esf, smooth_svm
 
 VG_SMOOTH = topkloss.value_and_grad(topkloss.smooth_topk_svm)
@@ -20,12 +20,6 @@ VG_HARD = topkloss.value_and_grad(topkloss.topk_svm)
 def _data(seed, batch, n, scale=2.0):
     rng = np.random.default_rng(seed)
     return rng.normal(scale=scale, size=(batch, n)), rng.integers(0, n, size=batch)
-
-
-def force_scan(monkeypatch):
-    """The polynomials by prefix sums wherever linear space is exact (the planned choice takes
-    them on eager torch on a CPU only: ``smooth_svm.scan_applies``)."""
-    monkeypatch.setattr(smooth_svm, "scan_applies", lambda xp, s, k, mode: mode != "log")
 
 
 @pytest.fixture(params=["linear", "linear-stacked", "linear-lists", "linear-compact", "log", "log-compact", "linear64", "linear64-stacked", "scan"])

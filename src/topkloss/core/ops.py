@@ -94,18 +94,16 @@ def fma(xp, acc, a, b):
     return acc + a * b
 
 
-def cumsum(xp, x, include_initial=False):
-    """The standard ``cumulative_sum`` along the last axis (``include_initial``: a 0 first).
-
-    torch and NumPy: their own ``cumsum`` and one concatenation, without array-api-compat's
-    wrapper (a namespace lookup per call, which eager torch pays per operation)."""
+def cumsum(xp, x):
+    """The standard ``cumulative_sum`` along the last axis. torch and NumPy: their own ``cumsum``,
+    without array-api-compat's wrapper (a namespace lookup per call, which eager torch pays per
+    operation)."""
     name = getattr(xp, "__name__", "")
-    if name in ("array_api_compat.torch", "numpy", "array_api_compat.numpy"):
-        out = xp.cumsum(x, axis=-1) if name != "array_api_compat.torch" else x.cumsum(-1)
-        if include_initial:
-            out = xp.concat([xp.zeros_like(out[..., :1]), out], axis=-1)
-        return out
-    return xp.cumulative_sum(x, axis=-1, include_initial=include_initial)
+    if name == "array_api_compat.torch":
+        return x.cumsum(-1)
+    if name in ("numpy", "array_api_compat.numpy"):
+        return xp.cumsum(x, axis=-1)
+    return xp.cumulative_sum(x, axis=-1)
 
 
 def clip(xp, x, lo, hi):
