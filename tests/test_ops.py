@@ -43,6 +43,27 @@ def test_top_k_and_mask_follow_the_tie_rule(xp, k):
     np.testing.assert_array_equal(to_numpy(ops.topk_mask(ns, x, k)), want)
 
 
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_topk_mask_without_ties_at_the_boundary(xp, k):
+    """Ties above and below the k-th value but none across it in any row: on NumPy and eager
+    torch the entries >= the k-th value are the mask (one compare, no running count); the
+    test above, with ties at the k-th value, takes the running count."""
+    rng = np.random.default_rng(k)
+    rows = []
+    for _ in range(30):
+        top = rng.permutation(np.repeat([9.0, 8.0, 7.0], 2))[: k - 1]  # ties among the first k - 1
+        rest = rng.integers(0, 3, size=12 - k).astype(np.float64)  # ties below the k-th value
+        row = np.concatenate([top, [5.0], rest])
+        rows.append(rng.permutation(row))
+    rows = np.stack(rows)
+    want = rows >= 5.0
+    assert np.all(want.sum(axis=1) == k)
+    x = asarray(xp, rows, xp.float64)
+    ns = namespace(x)
+    np.testing.assert_array_equal(to_numpy(ops.topk_mask(ns, x, k)), want)
+    np.testing.assert_array_equal(to_numpy(ops.top_k_and_mask(ns, x, k)[1]), want)
+
+
 def test_fma_and_gathers(xp):
     """fma is acc + a * b with broadcasting (one addcmul in torch); take_rows and take_columns
     gather by non-negative indices (torch's take_along_dim directly)."""

@@ -432,13 +432,14 @@ def test_value_checks_read_values_at_most_once(entry, monkeypatch):
     """One host synchronisation per checked array with checks on (the label range), none with them off.
 
     On a GPU each read of an array's values waits for the device: a training loop that turns
-    the checks off must not pay for any. The tensors here are on the CPU, so the transition
-    loss is held to its accelerator form (its CPU-only form reads one value to branch on ties,
-    free on the host)."""
-    from topkloss.core import transition
+    the checks off must not pay for any. The tensors here are on the CPU, so the code is held
+    to its accelerator forms (the host forms of the transition loss and of ``ops.topk_mask``
+    read one value each to branch on ties, free on the host)."""
+    from topkloss.core import ops, transition
 
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(transition, "by_columns", lambda xp, s: False)
+    monkeypatch.setattr(ops, "eager_host", lambda xp, x: False)
     Watched, log = _Watched.make()
     s, y = _data(available("torch"))
     s = s.as_subclass(Watched).requires_grad_(entry.differentiable)

@@ -68,10 +68,11 @@ def _forward(xp, s, *args, static):
     s_y = take_rows(xp, s, labels)
     e_y = xp.exp(s_y - m[:, 0])
     inside = take_rows(xp, top, labels)
-    # S_T less one entry of T equal to s_y, from (batch, k) arrays
-    match = xp.astype(values == s_y[:, None], xp.int32)
-    first = (match == 1) & (xp.cumulative_sum(match, axis=-1) == 1)
-    top_not_y = xp.sum(xp.where(first, 0.0, e_top), axis=-1)
+    # S_T less one entry of T equal to s_y, from (batch, k) arrays: the entries unequal to s_y
+    # and all but one of the equal ones (each is e_y: the exp of the same difference)
+    match = values == s_y[:, None]
+    n_match = xp.sum(xp.astype(match, s.dtype), axis=-1)
+    top_not_y = xp.sum(xp.where(match, 0.0, e_top), axis=-1) + (n_match - 1) * e_y  # read where y is in T
     loss, others = _loss(xp, kind, value, args, s_y - m[:, 0], s_top, s_out, inside, top_not_y, e_y)
     return loss, (e, top, s_top, s_out, inside, others, e_y)
 
