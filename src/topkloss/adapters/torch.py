@@ -9,6 +9,8 @@ definition), for every op in the core's registry.
 
 from __future__ import annotations
 
+import inspect
+
 import array_api_compat.torch as xp
 import torch
 
@@ -47,6 +49,9 @@ def _make_function(op):
             return (dx, None, *([None] * ctx.n_args))
 
     _Function.__name__ = _Function.__qualname__ = f"{op.name}_function"
+    # Function.apply binds its arguments to forward's signature on every call (for
+    # setup_context); inspect.signature reads __signature__ first: computed once here
+    _Function.forward.__signature__ = inspect.signature(_Function.forward)
     return _Function
 
 
