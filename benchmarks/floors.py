@@ -15,7 +15,13 @@ cross-entropy forward + backward (``bench_losses.py``'s baseline, interleaved in
 - ``normal S=5``: the (batch, 5, n) standard-normal draws of ``noised_topk_hinge`` with
   ``n_samples=5``, from the generator the library uses for an int seed (NumPy's for NumPy,
   ``torch.randn`` for torch, ``jax.random.normal`` under ``jit`` for JAX);
-- ``top-k S=5``: the (k+1)-th largest of each of the (batch * 5) noisy rows of length n.
+- ``top-k S=5``: the (k+1)-th largest of each of the (batch * 5) noisy rows of length n;
+- ``transition``: ``topk_transition`` (k = 5, the adaptive weight, the mean) written directly
+  in the backend's own operations, forward + backward: torch's autograd over ``torch.topk``
+  and ``logsumexp``, ``jax.value_and_grad`` under ``jit``, NumPy by hand
+  (:func:`native_transition`). No validation, no tie rule (the mask is the entries >= the
+  k-th value: right for rows without a tie across it, as random scores are), no care for
+  cancellation: what the loss costs with nothing around it, the floor for topkloss's own.
 
 Usage: ``python benchmarks/floors.py [--backends torch,jax,numpy] [--sizes 256x100,...]``.
 """
@@ -39,9 +45,69 @@ from topkloss.core import ops
 S = 5
 
 
-def _blocks(backend, scores):
-    """{name: step} for one backend's building blocks on ``scores`` (NumPy float32)."""
+def native_transition(backend, k=5):
+    """``f(scores, labels) -> (mean loss, gradient)`` of ``topk_transition`` (adaptive weight),
+    in ``backend``'s own operations (see the module's docstring). ``scores`` and ``labels`` are
+    the backend's arrays; torch's ``scores`` must require grad."""
+    if backend == "torch":
+        import torch
+
+        def loss(s, y):
+            v, idx = torch.topk(s, k)
+            lse, lse_top = torch.logsumexp(s, -1), torch.logsumexp(v, -1)
+            ce = lse - s.gather(1, y[:, None])[:, 0]
+            grouped = torch.where((idx == y[:, None]).any(-1), lse - lse_top, ce)
+            lam = torch.exp(lse_top - lse).detach()
+            return ((1 - lam) * ce + lam * grouped).mean()
+
+        def step(s, y):
+            s.grad = None
+            out = loss(s, y)
+            out.backward()
+            return out, s.grad
+
+        return step
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def loss(s, y):
+            v, idx = jax.lax.top_k(s, k)
+            lse, lse_top = jax.nn.logsumexp(s, -1), jax.nn.logsumexp(v, -1)
+            ce = lse - jnp.take_along_axis(s, y[:, None], axis=1)[:, 0]
+            grouped = jnp.where((idx == y[:, None]).any(-1), lse - lse_top, ce)
+            lam = jax.lax.stop_gradient(jnp.exp(lse_top - lse))
+            return jnp.mean((1 - lam) * ce + lam * grouped)
+
+        return jax.jit(jax.value_and_grad(loss))
+
+    def step(s, y):  # NumPy: the forward, then the gradient p - q by hand
+        b, n = s.shape
+        rows = np.arange(b)
+        top = np.partition(s, n - k, axis=-1)[:, n - k :]
+        m = top.max(axis=-1, keepdims=True)
+        mask = s >= top.min(axis=-1, keepdims=True)
+        e = np.exp(s - m)
+        s_top = np.exp(top - m).sum(axis=-1)
+        s_out = np.where(mask, 0.0, e).sum(axis=-1)
+        total = s_top + s_out
+        inside = mask[rows, y]
+        ce = np.log(total) - (s[rows, y] - m[:, 0])
+        lam = s_top / total
+        grouped = np.where(inside, np.log1p(s_out / s_top), ce)
+        a = 1 / (b * total)
+        on_top = a - np.where(inside, lam, 0.0) / (b * s_top)
+        grad = e * np.where(mask, on_top[:, None], a[:, None])
+        grad[rows, y] -= np.where(inside, 1 - lam, 1.0) / b
+        return np.mean((1 - lam) * ce + lam * grouped), grad
+
+    return step
+
+
+def _blocks(backend, scores, labels):
+    """{name: step} for one backend's building blocks on ``scores`` (NumPy float32) and ``labels``."""
     b, n = scores.shape
+    transition = native_transition(backend)
     if backend == "torch":
         import array_api_compat.torch as xp
         import torch
@@ -50,6 +116,7 @@ def _blocks(backend, scores):
         noisy = torch.asarray(np.repeat(scores, S, axis=0))
         wrap, sync = (lambda f: f), (lambda r: r)
         draw = lambda: standard_normal(xp, (b, S, n), x, seed=0)
+        args = (torch.asarray(scores).requires_grad_(True), torch.asarray(labels))
     elif backend == "jax":
         import jax
         import jax.numpy as xp
@@ -59,12 +126,14 @@ def _blocks(backend, scores):
         key = jax.random.key(0)
         normal = jax.jit(lambda kk: jax.random.normal(kk, (b, S, n), dtype=xp.float32))
         draw = lambda: normal(key)
+        args = (x, xp.asarray(labels))
     else:
         import array_api_compat.numpy as xp
 
         x, noisy = scores, np.repeat(scores, S, axis=0)
         wrap, sync = (lambda f: f), (lambda r: r)
         draw = lambda: standard_normal(xp, (b, S, n), x, seed=0)
+        args = (x, labels)
     topk = wrap(lambda a: ops.top_k_values(xp, a, 5, ordered=False))
     kth = wrap(lambda a: ops.kth_largest(xp, a, 6))
     exp = wrap(xp.exp)
@@ -76,6 +145,7 @@ def _blocks(backend, scores):
         "transpose": lambda: sync(transpose(x)),
         "normal S=5": lambda: sync(draw()),
         "top-k S=5": lambda: sync(kth(noisy)),
+        "transition": lambda: sync(transition(*args)),
     }
 
 
@@ -88,7 +158,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     allocator = bench_losses.pin_malloc(argv is not None)  # as bench_losses.py times: see there
     caption = f"{bench_losses.machine()}; float32; each block's median time / cross-entropy's (forward + backward); {allocator}"
-    names = ["top-k", "exp", "transpose", "normal S=5", "top-k S=5"]
+    names = ["top-k", "exp", "transpose", "normal S=5", "top-k S=5", "transition"]
     if a.markdown:
         print(f"*{caption}*\n")
         print("| backend | batch x n | CE ms | " + " | ".join(names) + " |")
@@ -102,7 +172,7 @@ def main(argv=None):
             rng = np.random.default_rng(0)
             scores = rng.normal(size=(batch, n)).astype(np.float32)
             labels = rng.integers(0, n, size=batch)
-            steps = {"CE": bench_losses.BACKENDS[backend](scores, labels)(None, {}), **_blocks(backend, scores)}
+            steps = {"CE": bench_losses.BACKENDS[backend](scores, labels)(None, {}), **_blocks(backend, scores, labels)}
             times = {m: [] for m in steps}
             for step in steps.values():
                 step()  # warm-up (and jit compilation)

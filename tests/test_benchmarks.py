@@ -62,3 +62,42 @@ def test_scan_forms_benchmark_runs_and_names_the_policy():
     assert [r[1] for r in rows] == ["20", "2000"]
     assert [" ".join(r[5:]) for r in rows] == ["prefix sums", "tree"]
     assert all(float(v) > 0 for r in rows for v in r[2:5])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
+def test_floors_native_transition_is_the_loss(backend):
+    """floors.py's native composition of topk_transition is the same loss and gradient as
+    topkloss's (on rows without a tie at the k-th value), so its column is a floor of that loss."""
+    import numpy as np
+    from backends import load
+
+    import topkloss
+
+    xp, reason = load(backend)  # JAX with x64, as in the rest of the suite
+    if xp is None:
+        pytest.skip(reason)
+    sys.path.insert(0, str(BENCH))
+    try:
+        import floors
+    finally:
+        sys.path.remove(str(BENCH))
+    rng = np.random.default_rng(0)
+    s, y = rng.normal(size=(16, 30)), rng.integers(0, 30, size=16)
+    y[:4] = np.argsort(-s[:4], axis=1)[:, 2]  # some labels inside T_k
+    want, want_grad = topkloss.value_and_grad(topkloss.topk_transition)(s, y, k=5)
+    if backend == "torch":
+        import torch
+
+        args = (torch.asarray(s).requires_grad_(True), torch.asarray(y))
+    else:
+        args = (xp.asarray(s), xp.asarray(y))
+    got, grad = floors.native_transition(backend)(*args)
+    got = got.detach() if backend == "torch" else got
+    np.testing.assert_allclose(float(got), want, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-10, atol=1e-15)
+
+
+def test_floors_runs():
+    out = _run("floors.py", "--backends", "numpy", "--sizes", "8x50", "--repeat", "1")
+    (row,) = [line.split() for line in out.splitlines() if line.startswith("numpy")]
+    assert len(row) == 9 and all(r.endswith("x") for r in row[3:])
