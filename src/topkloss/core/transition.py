@@ -40,11 +40,13 @@ def _weights(xp, kind, value, args, s_top, s_out, total):
     return lam, 1 - lam
 
 
-NUMPY_COLUMNS_MIN = 1000
+NUMPY_COLUMNS_MIN = 2000
 """Rows at least this long take :func:`_forward_by_columns` on NumPy (eager torch on a CPU takes
 it at every n). NumPy's top-k with indices (``argpartition``) costs more than its values-only
-``partition`` at small n: ``benchmarks/ab.py`` (3 rounds, the columns form against the mask
-form) measured 1.45 / 1.11 / 0.95 / 0.77x at 1024 x 100 / 256 x 300 / 256 x 1000 / 256 x 3000."""
+``partition`` at small n, and on a host the mask is one compare and one count when no row has
+a tie at the k-th value (:func:`~.ops.topk_mask`). ``benchmarks/ab.py`` (5 rounds, this limit
+against 1000, the previous one, which the mask's running count set): 0.87 / 0.93 / 1.00x the
+time at 256 x 1000 / 1500 / 2000; 5000 measured 1.00 / 1.07x at 256 x 3000 / 4000."""
 
 
 def by_columns(xp, s):
