@@ -428,7 +428,6 @@ def take_rows(xp, x, index):
     """
     if getattr(xp, "__name__", "") in _NUMPY_LIKE:
         # integer-array indexing: NumPy's take_along_axis builds its index arrays in Python
-        # (about 30 us a call at 256 rows, against 3 us)
         return x[xp.arange(x.shape[0]), index]
     dt = xp.__array_namespace_info__().default_dtypes()["indexing"]
     index = index if index.dtype == dt else xp.astype(index, dt)
