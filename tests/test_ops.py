@@ -64,6 +64,28 @@ def test_topk_mask_without_ties_at_the_boundary(xp, k):
     np.testing.assert_array_equal(to_numpy(ops.top_k_and_mask(ns, x, k)[1]), want)
 
 
+def test_topk_mask_on_a_host_counts_only_with_a_tie_at_the_boundary():
+    """On NumPy the running count runs only when some row has a tie across the k-th value."""
+    import types
+
+    import array_api_compat.numpy as real
+
+    counts = []
+
+    def cumulative_sum(*args, **kwargs):
+        counts.append(1)
+        return real.cumulative_sum(*args, **kwargs)
+
+    ns = types.SimpleNamespace(**{n: getattr(real, n) for n in dir(real) if not n.startswith("__")})
+    ns.__name__, ns.cumulative_sum = real.__name__, cumulative_sum
+    free = np.array([[3.0, 1.0, 3.0, 0.0], [2.0, 4.0, 5.0, 2.0]])  # k = 2: no tie across the 2nd value
+    np.testing.assert_array_equal(ops.topk_mask(ns, free, 2), free >= np.array([[3.0], [4.0]]))
+    assert counts == []
+    tied = np.array([[3.0, 1.0, 3.0, 0.0], [2.0, 5.0, 2.0, 1.0]])  # row 2: 5, then 2 twice for one place
+    np.testing.assert_array_equal(ops.topk_mask(ns, tied, 2), [[True, False, True, False], [True, True, False, False]])
+    assert counts == [1]
+
+
 def test_fma_and_gathers(xp):
     """fma is acc + a * b with broadcasting (one addcmul in torch); take_rows and take_columns
     gather by non-negative indices (torch's take_along_dim directly)."""
