@@ -45,7 +45,7 @@ def force_level_forms(monkeypatch, stacked):
 
 def force_scan(monkeypatch):
     """The smooth SVM's polynomials by prefix sums wherever linear space is exact, on every
-    backend (the planned choice takes them on eager torch on a CPU only: ``smooth_svm.scan_applies``)."""
+    backend (the planned choice takes them on eager torch and on CuPy only: ``smooth_svm.scan_applies``)."""
     from topkloss.core import smooth_svm
 
     monkeypatch.setattr(smooth_svm, "scan_applies", lambda xp, s, k, mode: mode != "log")

@@ -150,6 +150,43 @@ def test_smooth_svm_float32_at_large_n_matches_float64(gpu, k):
     np.testing.assert_allclose(gpu.get(g), ref_g, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape, dtype, scan", [
+    ((4, 100_000), "float32", True),  # wide float32 rows: prefix sums (float64 inside)
+    ((64, 100_000), "float32", False),  # beyond SCAN_ACCELERATOR_MAX entries: the tree's memory
+    ((4, 100_000), "float64", False),  # float64 keeps the tree's rounding on wide rows
+    ((16, 50), "float64", True),
+])
+def test_the_polynomials_form_planned_on_the_device(gpu, shape, dtype, scan):
+    """Eager torch on CUDA and CuPy take the polynomials by prefix sums (``scan_applies``), JAX the tree."""
+    from topkloss.adapters import namespace
+    from topkloss.core import smooth_svm
+
+    x = gpu.put(np.zeros(shape, dtype))
+    assert smooth_svm.scan_applies(namespace(x), x, 5, "linear") is (scan and gpu.name != "jax")
+
+
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_prefix_sums_and_tree_agree_on_the_device(gpu, monkeypatch, k):
+    """Both forms of the polynomials forced on the device: the NumPy float64 loss and gradient."""
+    from topkloss.core import smooth_svm
+
+    if gpu.name == "jax":
+        pytest.skip("JAX takes the tree")
+    rng = np.random.default_rng(k)
+    scores, labels = rng.normal(size=(32, 3000)) * 3, rng.integers(0, 3000, 32)
+    scores[:, :3] += 1e3  # a spread: the top classes far above the rest
+    scores = scores.astype(np.float32).astype(np.float64)  # the reference on the device's inputs
+    ref_v, ref_g = topkloss.value_and_grad(topkloss.smooth_topk_svm)(scores, labels, k=k, reduction="none")
+    S, Y = gpu.put(scores.astype("float32")), gpu.put(labels)
+    for form in (True, False):
+        calls = []
+        monkeypatch.setattr(smooth_svm, "scan_applies", lambda xp, s, k, mode, form=form, calls=calls: calls.append(1) or form)
+        v, g = gpu.value_and_grad(topkloss.smooth_topk_svm, S, Y, k=k, reduction="none")
+        assert calls
+        np.testing.assert_allclose(gpu.get(v), ref_v.sum(), rtol=1e-5, err_msg=str(form))
+        np.testing.assert_allclose(gpu.get(g), ref_g, rtol=0, atol=1e-6, err_msg=str(form))
+
+
 def test_seeded_noise_is_reproducible_on_the_device(gpu):
     scores, labels, _ = _case(LOSSES[0])
     S, Y = gpu.put(scores.astype("float32")), gpu.put(labels)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 
+import types
+
 import numpy as np
 import pytest
 
@@ -279,7 +281,7 @@ def test_results_stay_on_the_input_device():
     assert topkloss.log_esf(a, 3).device == dev
 
 
-# --- the polynomials by prefix sums (eager torch on a CPU) against the tree -----------------------
+# --- the polynomials by prefix sums (eager torch, CuPy on a GPU) against the tree -----------------------
 @pytest.mark.parametrize("case", ["random", "ties", "spread"])
 @pytest.mark.parametrize("k", [1, 2, 5, 9])
 def test_prefix_sums_and_tree_agree_through_autograd(monkeypatch, case, k):
@@ -311,8 +313,9 @@ def test_prefix_sums_and_tree_agree_through_autograd(monkeypatch, case, k):
 
 def test_which_form_takes_the_polynomials():
     """Prefix sums on eager torch on a CPU up to max(SCAN_N_MIN, SCAN_N_PER_K k) classes where the
-    linear space is exact; the tree on NumPy, JAX and the standard-only path, on wider rows, in
-    log space, on accelerators and under torch.compile."""
+    linear space is exact; on CUDA (torch, CuPy) also float32 batches of up to
+    SCAN_ACCELERATOR_MAX entries; the tree on NumPy, JAX and the standard-only path, on wider
+    rows, in log space, on other accelerators and under torch.compile."""
     from topkloss.adapters import namespace
 
     torch = pytest.importorskip("torch")
@@ -325,9 +328,25 @@ def test_which_form_takes_the_polynomials():
         assert scan(torch.zeros(2, widest(k)), k) and not scan(torch.zeros(2, widest(k) + 1), k)
     assert widest(20) > widest(5)
     assert not scan(torch.zeros(2, 100), 5, mode="log")
+    most = smooth_svm.SCAN_ACCELERATOR_MAX
     with pytest.MonkeyPatch.context() as mp:  # a CUDA tensor, as far as the policy can tell
         mp.setattr(smooth_svm, "on_accelerator", lambda x: True)
-        assert not scan(torch.zeros(2, 100), 5)
+        mp.setattr(smooth_svm, "_device", lambda x: torch.device("cuda"))
+        meta = lambda *shape, dtype=torch.float32: torch.empty(*shape, dtype=dtype, device="meta")
+        assert scan(meta(2, 100), 5) and scan(meta(1, most), 5) and scan(meta(4, most // 4), 20)
+        assert not scan(meta(1, most + 1), 5) and not scan(meta(64, 100_000), 5)  # memory: the tree
+        assert scan(meta(2, widest(5), dtype=torch.float64), 5)  # float64: the CPU's widths
+        assert not scan(meta(2, widest(5) + 1, dtype=torch.float64), 5)
+        assert not scan(meta(2, 100), 5, mode="log")
+        mp.setattr(smooth_svm, "_device", lambda x: torch.device("mps"))  # no float64 there
+        assert not scan(meta(2, 100), 5)
+    cupy_like = types.SimpleNamespace(**{**vars(namespace(np.zeros(1))), "__name__": "array_api_compat.cupy"})
+    with pytest.MonkeyPatch.context() as mp:  # CuPy arrays, as far as the policy can tell
+        mp.setattr(smooth_svm, "on_accelerator", lambda x: True)
+        assert smooth_svm.scan_applies(cupy_like, np.zeros((4, 5000), np.float32), 5, "linear")
+        assert not smooth_svm.scan_applies(cupy_like, np.zeros((4, 5000)), 5, "linear")
+        assert not smooth_svm.scan_applies(cupy_like, np.zeros((64, 100_000), np.float32), 5, "linear")
+    assert not smooth_svm.scan_applies(cupy_like, np.zeros((2, 100), np.float32), 5, "linear")  # a host
     assert not scan(np.zeros((2, 100)), 5)
     from conftest import available
 

@@ -29,10 +29,11 @@ Because :math:`x_U \le 1` and :math:`N, D \ge 1`, no term of :math:`e_j(x_U)` be
 polynomial of :math:`U` is computed in **linear space** (products and sums, no exp/log per
 term); for float32 inputs where only float64's range suffices, in linear space in float64;
 else in log space (:func:`plan_mode`; shapes and dtype decide, never values). Where linear
-space is exact, eager torch on a CPU takes both polynomials of rows up to about a thousand
-classes by prefix sums in float64 instead of the tree (:func:`scan_applies`,
-:func:`~.esf.scan_prefix`): two operations per degree, where each tree level takes
-:math:`O(k^2)`, and eager torch pays per operation.
+space is exact, eager torch takes both polynomials of rows up to about a thousand classes by
+prefix sums in float64 instead of the tree, and on a GPU (eager torch, CuPy) also those of float32
+batches of up to 2^22 entries (:func:`scan_applies`, :func:`~.esf.scan_prefix`): two
+operations per degree, where each tree level takes :math:`O(k^2)`, and eager code pays per
+operation.
 
 **Gradient.** With :math:`p = \sigma(r)`, :math:`\partial L/\partial s = (p/k)\,\partial r /
 \partial z`, which is :math:`-1` at ``y``;
@@ -90,20 +91,36 @@ of at most ``max(SCAN_N_MIN, SCAN_N_PER_K * k)`` classes, the tree for wider one
 prefix sums' time / the tree's) measured the crossover: k = 5, 0.80 at n = 100, 0.96 at 850,
 1.04 at 1000; k = 10, 0.94 at 850, 1.02 at 1000; k = 20, 0.94 at 1500, 1.18 at 2500. On NumPy,
 whose ``cumsum`` is a slow sequential loop, prefix sums took 1.39x the tree's time at k = 5,
-n = 100 and 2.94x at n = 1000, so NumPy keeps the tree."""
+n = 100 and 2.94x at n = 1000, so NumPy keeps the tree. Float64 inputs keep this width on
+every device: prefix sums round within ``(n + k) eps`` (2e-13 at 1800 classes), the tree within
+``depth * eps``."""
+
+SCAN_ACCELERATOR_MAX = 1 << 22
+"""On a GPU (torch on CUDA, CuPy), float32 inputs take prefix sums at any width while the batch
+has at most this many entries (256 x 16384), the tree beyond. ``benchmarks/scan_forms.py`` on an
+H100 (forward + backward, prefix sums' time / the tree's): torch 0.60 / 0.53 / 0.47 at k = 5 and
+0.86 / 0.44 / 0.22 at k = 20 for 256 x 100 / 1000 / 10000, 0.43 and 0.29 at 64 x 100000; CuPy
+0.17 to 0.91. Eager GPU time is launches, and prefix sums launch fewer. Their float64 state
+(the leaves and ``k - 1`` prefix sums, kept for the backward) costs memory: peak 230 against
+76 MiB at 256 x 10000, 562 against 146 MiB at 64 x 100000 (k = 5), so the widest batches keep the
+tree's memory (issue 5's bound: 3x cross-entropy's at 64 x 100000)."""
 
 
 def scan_applies(xp, s, k, mode):
-    """Whether the polynomials of ``s`` are taken by prefix sums rather than the tree: eager torch
-    on a CPU (not while ``torch.compile`` traces), narrow rows, linear space exact. Static: the
-    namespace, the device, shapes and the tree's mode; never values."""
-    return (
-        getattr(xp, "__name__", "") == "array_api_compat.torch"
-        and mode != "log"
-        and s.shape[-1] <= max(SCAN_N_MIN, SCAN_N_PER_K * k)
-        and not on_accelerator(s)
-        and not _torch_compiling()
-    )
+    """Whether the polynomials of ``s`` are taken by prefix sums rather than the tree: eager
+    torch (not while ``torch.compile`` traces) and CuPy, linear space exact; on a CPU torch
+    alone, for rows of up to ``max(SCAN_N_MIN, SCAN_N_PER_K * k)`` classes; on CUDA also
+    float32 batches of up to ``SCAN_ACCELERATOR_MAX`` entries. Static: the namespace, the device,
+    shapes, the dtype and the tree's mode; never values."""
+    name = getattr(xp, "__name__", "")
+    if mode == "log" or name not in ("array_api_compat.torch", "array_api_compat.cupy") or _torch_compiling():
+        return False
+    narrow = s.shape[-1] <= max(SCAN_N_MIN, SCAN_N_PER_K * k)
+    if not on_accelerator(s):
+        return narrow and name == "array_api_compat.torch"
+    if name != "array_api_compat.cupy" and getattr(_device(s), "type", None) != "cuda":
+        return False  # another accelerator (torch's MPS has no float64 to run them in)
+    return narrow or (s.dtype != xp.float64 and math.prod(s.shape) <= SCAN_ACCELERATOR_MAX)
 
 
 def _plan(xp, s, k):
