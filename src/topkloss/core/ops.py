@@ -258,7 +258,9 @@ def topk_mask(xp, x, k, values=None):
     """
     n = x.shape[-1]
     values = top_k_values(xp, x, k, ordered=False) if values is None else values
-    if getattr(xp, "__name__", "") == "jax.numpy":  # a slice of top_k makes XLA sort the row
+    if getattr(xp, "__name__", "") == "jax.numpy" or _torch_compiling():
+        # a slice of top_k makes XLA sort the row; under torch.compile on CUDA, Inductor
+        # (torch 2.11) fails to generate the running count's split scan (n >= 10000) reading it
         t = xp.min(values, axis=-1, keepdims=True)
     else:  # a reduction over k entries a row costs NumPy about as much as one over the whole row
         t = values[:, k - 1 : k]
