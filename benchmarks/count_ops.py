@@ -3,7 +3,7 @@ and where in topkloss they come from (the innermost topkloss function and its ca
 
 On a GPU each operation is a kernel launch, so in eager mode this count, not n, sets the time.
 Usage: ``python benchmarks/count_ops.py [--batch 256] [--n 100] [--k 5] [--top 15] [--as-gpu]``
-(``--as-gpu``: with the tree level forms planned for an accelerator, counted on the CPU).
+(``--as-gpu``: with the forms planned for a CUDA device, counted on the CPU).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--top", type=int, default=15)
-    p.add_argument("--as-gpu", action="store_true", help="plan the tree levels as for an accelerator")
+    p.add_argument("--as-gpu", action="store_true", help="plan the forms as for a CUDA device")
     a = p.parse_args(argv)
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -27,8 +27,9 @@ def main(argv=None):
     import topkloss
     from topkloss.core import esf, smooth_svm
 
-    if a.as_gpu:  # the forms are planned from on_accelerator: answer yes
+    if a.as_gpu:  # the forms are planned from on_accelerator (and CUDA for prefix sums): answer yes
         esf.on_accelerator = smooth_svm.on_accelerator = lambda x: True
+        smooth_svm._on_cuda = lambda xp, s: True
 
     class Count(TorchDispatchMode):
         def __init__(self):
@@ -49,8 +50,8 @@ def main(argv=None):
     y = torch.randint(0, a.n, (a.batch,))
     with Count() as count:
         topkloss.smooth_topk_svm(s, y, k=a.k).backward()
-    planned = "as for an accelerator" if a.as_gpu else "as for this CPU"
-    print(f"# smooth_topk_svm, batch {a.batch}, n {a.n}, k {a.k}, forward + backward, tree levels planned {planned}")
+    planned = "as for a CUDA device" if a.as_gpu else "as for this CPU"
+    print(f"# smooth_topk_svm, batch {a.batch}, n {a.n}, k {a.k}, forward + backward, forms planned {planned}")
     print(f"{sum(count.where.values())} operations; by origin:")
     for where, c in count.where.most_common(a.top):
         print(f"{c:6d}  {where}")

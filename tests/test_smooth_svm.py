@@ -331,7 +331,7 @@ def test_which_form_takes_the_polynomials():
     most = smooth_svm.SCAN_ACCELERATOR_MAX
     with pytest.MonkeyPatch.context() as mp:  # a CUDA tensor, as far as the policy can tell
         mp.setattr(smooth_svm, "on_accelerator", lambda x: True)
-        mp.setattr(smooth_svm, "_device", lambda x: torch.device("cuda"))
+        mp.setattr(smooth_svm, "_device", lambda x: torch.device("cuda"))  # as _on_cuda reads it
         meta = lambda *shape, dtype=torch.float32: torch.empty(*shape, dtype=dtype, device="meta")
         assert scan(meta(2, 100), 5) and scan(meta(1, most), 5) and scan(meta(4, most // 4), 20)
         assert not scan(meta(1, most + 1), 5) and not scan(meta(64, 100_000), 5)  # memory: the tree

@@ -118,9 +118,14 @@ def scan_applies(xp, s, k, mode):
     narrow = s.shape[-1] <= max(SCAN_N_MIN, SCAN_N_PER_K * k)
     if not on_accelerator(s):
         return narrow and name == "array_api_compat.torch"
-    if name != "array_api_compat.cupy" and getattr(_device(s), "type", None) != "cuda":
+    if not _on_cuda(xp, s):
         return False  # another accelerator (torch's MPS has no float64 to run them in)
     return narrow or (s.dtype != xp.float64 and math.prod(s.shape) <= SCAN_ACCELERATOR_MAX)
+
+
+def _on_cuda(xp, s):
+    """Whether ``s`` is a CuPy array or a torch tensor on CUDA (static metadata)."""
+    return getattr(xp, "__name__", "") == "array_api_compat.cupy" or getattr(_device(s), "type", None) == "cuda"
 
 
 def _plan(xp, s, k):
