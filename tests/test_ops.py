@@ -103,6 +103,28 @@ def test_fma_and_gathers(xp):
     np.testing.assert_array_equal(to_numpy(ops.take_rows(ns, xa, asarray(xp, idx[:, 0]))), x[np.arange(4), idx[:, 0]])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_masked_row_sums_and_scales(xp, dtype):
+    """sum_outside and scale_rows_where (NumPy: einsum, a ufunc's where=) give the standard
+    expressions: the same products exactly, and sums of the same non-negative terms within
+    their rounding; inputs untouched."""
+    rng = np.random.default_rng(2)
+    x = rng.random(size=(6, 40)).astype(dtype)
+    x[0] = 0.0
+    mask = rng.random(size=(6, 40)) < 0.2
+    on, off = rng.normal(size=6).astype(dtype), rng.normal(size=6).astype(dtype)
+    xa, ma = asarray(xp, x), asarray(xp, mask)
+    ns = namespace(xa)
+    before = to_numpy(xa).copy()
+    got = to_numpy(ops.sum_outside(ns, xa, ma))
+    want = np.where(mask, 0.0, x).sum(axis=-1)
+    np.testing.assert_allclose(got, want, rtol=40 * np.finfo(dtype).eps)
+    assert got[0] == 0.0 and got.dtype == np.dtype(dtype)
+    got = to_numpy(ops.scale_rows_where(ns, xa, ma, asarray(xp, on), asarray(xp, off)))
+    np.testing.assert_array_equal(got, x * np.where(mask, on[:, None], off[:, None]))
+    np.testing.assert_array_equal(to_numpy(xa), before)
+
+
 def test_fusion_barrier():
     """Under jax.jit on a CPU, a level passes through a conditional (a boundary XLA's fusion
     keeps) with its values unchanged, NaN and -0.0 included; eager, under vmap and on other

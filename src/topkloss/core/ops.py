@@ -163,6 +163,27 @@ def pick(xp, x, mask):
     return xp.sum(xp.where(mask, x, xp.zeros_like(x)), axis=-1)
 
 
+def sum_outside(xp, x, mask):
+    """Row sums of a 2-D ``x`` over the entries where ``mask`` is false. NumPy: one ``einsum``
+    of ``x`` with the complement (no ``where`` pass: ``where`` then ``sum`` is a temporary and
+    two passes); elsewhere ``sum(where(mask, 0, x))``, which compilers fuse. Both sum the same
+    terms (order aside), so exact zeros stay zeros."""
+    if getattr(xp, "__name__", "") in ("numpy", "array_api_compat.numpy"):
+        return xp.einsum("ij,ij->i", x, ~mask)
+    return xp.sum(xp.where(mask, 0.0, x), axis=-1)
+
+
+def scale_rows_where(xp, x, mask, on, off):
+    """``x * where(mask, on[:, None], off[:, None])`` for a 2-D ``x`` and per-row ``on``,
+    ``off``. NumPy: ``x * off`` then ``x * on`` written over the masked entries (the ufunc's
+    ``where=``), the same products without the ``(batch, n)`` temporary of the factors."""
+    if getattr(xp, "__name__", "") in ("numpy", "array_api_compat.numpy"):
+        out = x * off[:, None]
+        xp.multiply(x, on[:, None], out=out, where=mask)
+        return out
+    return x * xp.where(mask, on[:, None], off[:, None])
+
+
 def reduce(xp, values, reduction):
     """Apply ``reduction`` (``"mean"``, ``"sum"`` or ``"none"``) to per-sample values.
 

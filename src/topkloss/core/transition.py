@@ -24,7 +24,7 @@ Gradient (rows sum to 0): :math:`\partial \ell / \partial s = p - q`, where
 from __future__ import annotations
 
 from .op import Op
-from .ops import eager_host, mask_columns, put_columns, put_labels, take_columns, take_rows, top_k, top_k_and_mask, topk_mask
+from .ops import eager_host, mask_columns, put_columns, put_labels, scale_rows_where, sum_outside, take_columns, take_rows, top_k, top_k_and_mask, topk_mask
 
 __all__ = ["TOPK_TRANSITION", "WEIGHT_KINDS"]
 
@@ -66,7 +66,7 @@ def _forward(xp, s, *args, static):
     e = xp.exp(s - m)
     e_top = xp.exp(values - m)
     s_top = xp.sum(e_top, axis=-1)
-    s_out = xp.sum(xp.where(top, 0.0, e), axis=-1)  # a sum of positive terms: no 1 - P_T cancellation
+    s_out = sum_outside(xp, e, top)  # a sum of positive terms: no 1 - P_T cancellation
     s_y = take_rows(xp, s, labels)
     e_y = xp.exp(s_y - m[:, 0])
     inside = take_rows(xp, top, labels)
@@ -146,7 +146,7 @@ def _backward(xp, s, args, residuals, g, *, static):
     if len(residuals) == 8:  # e is zero on T: T's entries written over e * a
         grad = put_columns(xp, e * a[:, None], e_top * b[:, None], cols)
     else:
-        grad = e * xp.where(top, b[:, None], a[:, None])
+        grad = scale_rows_where(xp, e, top, b, a)
     return put_labels(xp, grad, at_y, args[0])
 
 
