@@ -43,7 +43,7 @@ def test_jax_top_k_benchmark_runs():
 def test_select_forms_benchmark_runs():
     out = _run("select_forms.py", "--sizes", "4x50", "--repeat", "1")
     (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("4x50")]
-    assert len(row) == 6 and all(float(v) >= 0 for v in row[1:])
+    assert len(row) == 7 and all(float(v) >= 0 for v in row[1:])  # the size and six forms
 
 
 def test_bench_losses_compile_mode_is_named_in_the_header():

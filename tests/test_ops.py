@@ -187,6 +187,59 @@ def test_jax_top_k_of_long_rows_equals_lax_top_k(kind):
             np.testing.assert_array_equal(np.asarray(i), want_i, err_msg=name)
 
 
+@pytest.mark.parametrize("kind", ["normal", "ties", "three-values", "mostly-neg-inf", "inf", "nan"])
+@pytest.mark.parametrize("k", [1, 6, 21])
+def test_numpy_selection_among_group_candidates(kind, k):
+    """Long NumPy rows select among the candidates of group maxima (``ops._grouped_candidates``):
+    ``_partition_top`` gives the row's k largest values (the multiset, the k-th at k - 1) and
+    ``top_k`` values largest first with indices that hold them, as the full ``partition`` does,
+    with a tail of columns outside the groups (n not a multiple of the group)."""
+    import array_api_compat.numpy as cnp
+
+    rng = np.random.default_rng(k)
+    batch, n = 7, 3 * ops.NUMPY_GROUPED_MIN + 5
+    x = rng.normal(size=(batch, n)).astype(np.float32)
+    if kind == "ties":
+        x = np.round(x * 2) / 2
+    elif kind == "three-values":
+        x = rng.integers(0, 3, size=(batch, n)).astype(np.float32)
+    elif kind == "mostly-neg-inf":
+        x[:, rng.random(n) < 0.999] = -np.inf
+    elif kind == "inf":
+        x[:, rng.integers(0, n, 3)] = np.inf
+        x[0, 1] = -np.inf
+    elif kind == "nan":
+        x[0, 7], x[-1, -1] = np.nan, np.nan
+    x[1, -3:] = 50.0  # a row's largest values in the tail
+    assert ops._grouped_applies(cnp, x, k)
+    before = x.copy()
+    want = np.flip(np.partition(x, n - k, axis=-1)[:, n - k :], axis=-1)  # NaN ranks largest
+    got = ops._partition_top(cnp, x, k)
+    np.testing.assert_array_equal(np.sort(got, axis=-1), np.sort(want, axis=-1))
+    np.testing.assert_array_equal(got[:, k - 1], want[:, k - 1])
+    values, idx = ops.top_k(cnp, x, k)
+    np.testing.assert_array_equal(values, -np.sort(-want, axis=-1) if kind != "nan" else values)
+    np.testing.assert_array_equal(np.sort(values, axis=-1), np.sort(want, axis=-1))
+    np.testing.assert_array_equal(np.take_along_axis(x, idx, axis=-1), values)
+    assert all(len(set(row)) == k for row in idx.tolist())
+    np.testing.assert_array_equal(x, before)
+
+
+def test_numpy_group_candidates_route_by_width():
+    """Rows below ``max(NUMPY_GROUPED_MIN, 4 k TOP_K_GROUP)`` keep the full selection; NumPy only."""
+    import array_api_compat.numpy as cnp
+
+    n = ops.NUMPY_GROUPED_MIN
+    assert ops._grouped_applies(cnp, np.zeros((2, n)), 5) and not ops._grouped_applies(cnp, np.zeros((2, n - 1)), 5)
+    wide_k = n // (4 * ops.TOP_K_GROUP) + 1
+    assert not ops._grouped_applies(cnp, np.zeros((2, n)), wide_k)
+    assert not ops._grouped_applies(cnp, np.zeros((2, 3, n)), 5)
+    from conftest import available
+
+    strict = available("array_api_strict")
+    assert not ops._grouped_applies(strict, strict.zeros((2, n)), 5)
+
+
 @pytest.mark.parametrize("name", ["numpy", "cupy"])
 def test_partition_top_of_each_numpy_like_form(name):
     """Both forms of the NumPy-like selection (NumPy's top of ``partition(x, n - k)``, CuPy's
