@@ -150,7 +150,27 @@ def test_fusion_barrier():
     np.testing.assert_array_equal(np.asarray(batched), level[0])
 
 
-@pytest.mark.parametrize("kind", ["normal", "ties", "three-values", "mostly-neg-inf", "inf", "nan"])
+LONG_ROW_KINDS = ["normal", "ties", "three-values", "mostly-neg-inf", "inf", "nan"]
+
+
+def _long_rows(rng, kind, batch, n):
+    """float32 rows for the top-k forms of long rows: normal, ties, few values, infinities, NaN."""
+    x = rng.normal(size=(batch, n)).astype(np.float32)
+    if kind == "ties":
+        x = np.round(x * 2) / 2
+    elif kind == "three-values":
+        x = rng.integers(0, 3, size=(batch, n)).astype(np.float32)
+    elif kind == "mostly-neg-inf":
+        x[:, rng.random(n) < 0.999] = -np.inf
+    elif kind == "inf":
+        x[:, rng.integers(0, n, 3)] = np.inf
+        x[0, 1] = -np.inf
+    elif kind == "nan":
+        x[0, 7], x[-1, -1] = np.nan, np.nan
+    return x
+
+
+@pytest.mark.parametrize("kind", LONG_ROW_KINDS)
 def test_jax_top_k_of_long_rows_equals_lax_top_k(kind):
     """Long rows on a CPU take the blocked top-k (block maxima, then the top k of the best
     blocks): the same values and indices as ``lax.top_k``, ties (lower index first), infinities
@@ -161,18 +181,7 @@ def test_jax_top_k_of_long_rows_equals_lax_top_k(kind):
         pytest.skip("the blocked top-k is for CPUs")
     rng = np.random.default_rng(7)
     for batch, n, k in ((6, 2048, 5), (5, 2061, 5), (4, 5131, 20), (3, 4000, 1), (7, 3001, 2)):
-        x = rng.normal(size=(batch, n)).astype(np.float32)
-        if kind == "ties":
-            x = np.round(x * 2) / 2
-        elif kind == "three-values":
-            x = rng.integers(0, 3, size=(batch, n)).astype(np.float32)
-        elif kind == "mostly-neg-inf":
-            x[:, rng.random(n) < 0.999] = -np.inf
-        elif kind == "inf":
-            x[:, rng.integers(0, n, 3)] = np.inf
-            x[0, 1] = -np.inf
-        elif kind == "nan":
-            x[0, 7], x[-1, -1] = np.nan, np.nan
+        x = _long_rows(rng, kind, batch, n)
         xj = jnp.asarray(x)
         assert ops.blocked_top_k_applies(n, k)  # sizes of the blocked path
         want_v, want_i = (np.asarray(a) for a in jax.lax.top_k(xj, k))
@@ -187,7 +196,7 @@ def test_jax_top_k_of_long_rows_equals_lax_top_k(kind):
             np.testing.assert_array_equal(np.asarray(i), want_i, err_msg=name)
 
 
-@pytest.mark.parametrize("kind", ["normal", "ties", "three-values", "mostly-neg-inf", "inf", "nan"])
+@pytest.mark.parametrize("kind", LONG_ROW_KINDS)
 @pytest.mark.parametrize("k", [1, 6, 21])
 def test_numpy_selection_among_group_candidates(kind, k):
     """Long NumPy rows select among the candidates of group maxima (``ops._grouped_candidates``):
@@ -198,18 +207,7 @@ def test_numpy_selection_among_group_candidates(kind, k):
 
     rng = np.random.default_rng(k)
     batch, n = 7, 3 * ops.NUMPY_GROUPED_MIN + 5
-    x = rng.normal(size=(batch, n)).astype(np.float32)
-    if kind == "ties":
-        x = np.round(x * 2) / 2
-    elif kind == "three-values":
-        x = rng.integers(0, 3, size=(batch, n)).astype(np.float32)
-    elif kind == "mostly-neg-inf":
-        x[:, rng.random(n) < 0.999] = -np.inf
-    elif kind == "inf":
-        x[:, rng.integers(0, n, 3)] = np.inf
-        x[0, 1] = -np.inf
-    elif kind == "nan":
-        x[0, 7], x[-1, -1] = np.nan, np.nan
+    x = _long_rows(rng, kind, batch, n)
     x[1, -3:] = 50.0  # a row's largest values in the tail
     assert ops._grouped_applies(cnp, x, k)
     before = x.copy()
