@@ -236,10 +236,11 @@ def _partition_top(xp, x, k):
 NUMPY_GROUPED_MIN, TOP_K_GROUP = 1000, 16
 """NumPy selects among candidates (:func:`_grouped_candidates`) in rows of at least
 ``max(NUMPY_GROUPED_MIN, 4 k TOP_K_GROUP)`` entries, groups of ``TOP_K_GROUP``.
-``benchmarks/select_forms.py`` (2-core AMD EPYC, k = 6, ms): values 1.14 -> 0.34 at 256 x 1000,
-14.2 -> 2.9 at 256 x 10000, 36.5 -> 5.1 at 64 x 100000 (``partition`` -> ``ops.top_k_values``);
-with indices 1.95 -> 0.48, 20.5 -> 3.0, 50.7 -> 5.1 (``argpartition`` -> ``ops.top_k``). At
-256 x 500 ``partition`` took 0.34 ms, and the candidates' pass costs about as much."""
+``benchmarks/select_forms.py`` (2-core AMD EPYC, k = 6, ms; ``docs/benchmarks/select-forms.txt``):
+values 1.52 -> 0.56 at 256 x 1000, 19.6 -> 3.2 at 256 x 10000, 37.5 -> 7.1 at 64 x 100000
+(``partition`` -> ``ops.top_k_values``); with indices 2.72 -> 0.87, 21.2 -> 3.3, 53.8 -> 7.0
+(``argpartition`` -> ``ops.top_k``). At 256 x 500 ``partition`` took 0.24 ms, about ten times
+less per entry."""
 
 
 def _grouped_applies(xp, x, k):
