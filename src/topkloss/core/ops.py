@@ -223,7 +223,8 @@ def _partition_top(xp, x, k):
     NumPy's introselect costs the same from either end: the top of ``partition(x, n - k)``, no
     negated copy. CuPy's partition has a selection kernel only for a small ``kth`` (below 512;
     a larger one sorts the whole row): ``-partition(-x, k - 1)``. ``benchmarks/select_forms.py``
-    on an H100 at 640 x 100000, k = 6: 4.7 against 24.0 ms. Negation is exact.
+    on an H100 at 640 x 100000, k = 6: 4.7 against 24.0 ms. Negation is exact. Long NumPy
+    rows partition only :func:`_grouped_candidates`' entries.
     """
     if getattr(xp, "__name__", "") in _CUPY:
         return -xp.partition(-x, k - 1, axis=-1)[:, :k]
@@ -389,7 +390,8 @@ def _native_top_k(xp):
 
 def _argpartition_top_k(xp, x, k):
     """NumPy-like top-k with indices: the k largest at the end of ``argpartition(x, n - k)`` (no
-    negated copy of x to select from), then those k sorted, largest first."""
+    negated copy of x to select from), then those k sorted, largest first. Long NumPy rows
+    select among :func:`_grouped_candidates` and map the chosen places back to columns."""
     cols = _grouped_candidates(xp, x, k) if _grouped_applies(xp, x, k) else None
     if cols is not None:
         x = _take_candidates(xp, x, cols)
