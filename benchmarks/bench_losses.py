@@ -7,6 +7,10 @@ always on the GPU), ``--sizes`` (BATCHxN, comma separated), ``--losses``, ``--re
 
 Every loss and the cross-entropy baseline of the same backend are timed in the same run,
 interleaved, on the same inputs; the table reports the median time of each and their ratio.
+Each backend runs in a process of its own (the script starts itself once per backend), as in
+a program that uses one framework: in one process the frameworks timed earlier slowed NumPy
+down (NumPy's ``topk_transition`` at 256 x 1000 read 5.6x its cross-entropy after torch and JAX,
+3.2-3.4x alone). ``--one-process`` times them all in this process, as before.
 
 The script runs with glibc's allocator pinned (:data:`PINNED_MALLOC`; it starts itself again
 with those variables set): by default, arrays above glibc's mmap threshold are fresh pages on
@@ -19,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -174,6 +180,17 @@ def run(backends, sizes, losses, repeat, dtype="float32", device="cpu", compile=
     return rows
 
 
+def run_isolated(backends, argv):
+    """:func:`run`'s rows, each backend timed by this script in a fresh process (``argv``: this
+    call's arguments; the child gets ``--backends`` one of them and prints its rows as JSON)."""
+    rows = []
+    for backend in backends:
+        cmd = [sys.executable, os.path.abspath(__file__), *argv, "--backends", backend, "--rows-json"]
+        out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+        rows += [tuple(r) for r in json.loads(out)]
+    return rows
+
+
 def peak_memory(sizes, losses):
     """Peak memory of forward + backward on NumPy (``tracemalloc`` sees NumPy's allocations),
     as a ratio to NumPy cross-entropy's: the algorithm's memory, independent of any framework's
@@ -261,6 +278,19 @@ def machine(device="cpu"):
     return host
 
 
+def _without_backends(args):
+    """``args`` less ``--backends X`` / ``--backends=X`` and ``--memory`` (the parent prints memory)."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--backends":
+            skip = True
+        elif not arg.startswith("--backends=") and arg != "--memory":
+            out.append(arg)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backends", default="torch,jax,numpy")
@@ -282,6 +312,9 @@ def main(argv=None):
     )
     p.add_argument("--memory-only", action="store_true", help="print only the peak-memory table")
     p.add_argument("--system-malloc", action="store_true", help="do not pin glibc's allocator (see PINNED_MALLOC)")
+    p.add_argument("--one-process", action="store_true", help="time every backend in this process (default: one each)")
+    p.add_argument("--rows-json", action="store_true", help=argparse.SUPPRESS)  # run_isolated's child
+    raw = sys.argv[1:] if argv is None else list(argv)
     a = p.parse_args(argv)
     # pinned when run as a script (memory is counted by tracemalloc: the allocator does not matter)
     allocator = pin_malloc(a.system_malloc or a.memory_only or argv is not None)
@@ -291,10 +324,17 @@ def main(argv=None):
         print(f"*{caption}*\n" if a.markdown else f"# {caption}")
         print(format_memory(peak_memory(sizes, a.losses.split(",")), markdown=a.markdown))
         return
-    rows = run(
-        a.backends.split(","), sizes, a.losses.split(","), a.repeat, device=a.device, compile=a.compile,
-        compile_mode=a.compile_mode,
-    )
+    backends = a.backends.split(",")
+    if len(backends) > 1 and not a.one_process:
+        rows = run_isolated(backends, _without_backends(raw))
+    else:
+        rows = run(
+            backends, sizes, a.losses.split(","), a.repeat, device=a.device, compile=a.compile,
+            compile_mode=a.compile_mode,
+        )
+    if a.rows_json:
+        print(json.dumps(rows))
+        return
     compiled = (f", torch.compile (mode {a.compile_mode})" if a.compile_mode else ", torch.compile") if a.compile else ""
     print(f"# {machine(a.device)}; float32, forward + backward{compiled}, median of {a.repeat}")
     print(f"# {allocator}")

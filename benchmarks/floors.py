@@ -23,13 +23,16 @@ cross-entropy forward + backward (``bench_losses.py``'s baseline, interleaved in
   k-th value: right for rows without a tie across it, as random scores are), no care for
   cancellation: what the loss costs with nothing around it, the floor for topkloss's own.
 
-Usage: ``python benchmarks/floors.py [--backends torch,jax,numpy] [--sizes 256x100,...]``.
+Each backend is timed in a process of its own, as ``bench_losses.py`` times them. Usage:
+``python benchmarks/floors.py [--backends torch,jax,numpy] [--sizes 256x100,...]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -155,18 +158,29 @@ def main(argv=None):
     p.add_argument("--sizes", default=bench_losses.DEFAULT_SIZES)
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--markdown", action="store_true", help="a Markdown table")
+    p.add_argument("--rows-only", action="store_true", help=argparse.SUPPRESS)  # a child: no header
+    raw = sys.argv[1:] if argv is None else list(argv)
     a = p.parse_args(argv)
     allocator = bench_losses.pin_malloc(argv is not None)  # as bench_losses.py times: see there
+    backends = a.backends.split(",")
     caption = f"{bench_losses.machine()}; float32; each block's median time / cross-entropy's (forward + backward); {allocator}"
     names = ["top-k", "exp", "transpose", "normal S=5", "top-k S=5", "transition"]
-    if a.markdown:
+    if a.rows_only:
+        pass
+    elif a.markdown:
         print(f"*{caption}*\n")
         print("| backend | batch x n | CE ms | " + " | ".join(names) + " |")
         print("|---|---|---|" + "---|" * len(names))
     else:
         print(f"# {caption}")
         print(f"{'backend':8} {'size':>10} {'CE ms':>8} " + " ".join(f"{m:>11}" for m in names))
-    for backend in a.backends.split(","):
+    if len(backends) > 1:  # one process per backend, as bench_losses.py times (see there)
+        for backend in backends:
+            cmd = [sys.executable, os.path.abspath(__file__), *bench_losses._without_backends(raw), "--backends", backend, "--rows-only"]
+            sys.stdout.flush()
+            subprocess.run(cmd, check=True)
+        return
+    for backend in backends:
         for size in a.sizes.split(","):
             batch, n = map(int, size.split("x"))
             rng = np.random.default_rng(0)

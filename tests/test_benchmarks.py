@@ -26,6 +26,29 @@ def test_bench_losses_pins_the_allocator_and_prints_a_row():
     assert "# allocator: the process's own settings" in system
 
 
+def test_bench_losses_times_each_backend_in_a_process_of_its_own():
+    pytest.importorskip("torch")
+    args = ("--sizes", "8x50", "--losses", "topk_svm", "--repeat", "1")
+    out = _run("bench_losses.py", "--backends", "numpy,torch", *args)
+    rows = [line.split()[:4] for line in out.splitlines() if line.split()[:1] in (["numpy"], ["torch"])]
+    assert rows == [["numpy", "8", "50", "topk_svm"], ["torch", "8", "50", "topk_svm"]]
+    assert out.count("# allocator:") == 1  # one header, from the parent
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_losses
+    finally:
+        sys.path.remove(str(BENCH))
+    given = ["--backends", "a,b", "--sizes", "8x50", "--backends=c", "--memory", "--markdown"]
+    assert bench_losses._without_backends(given) == ["--sizes", "8x50", "--markdown"]
+
+
+def test_floors_prints_one_header_and_every_backend():
+    pytest.importorskip("torch")
+    out = _run("floors.py", "--backends", "numpy,torch", "--sizes", "8x50", "--repeat", "1", "--markdown")
+    assert out.count("| backend |") == 1
+    assert [line.split(" | ")[0] for line in out.splitlines() if line.startswith("| numpy") or line.startswith("| torch")] == ["| numpy", "| torch"]
+
+
 def test_page_faults_runs_both_settings():
     out = _run("page_faults.py", "--backends", "numpy", "--sizes", "8x50", "--losses", "topk_svm", "--repeat", "1")
     rows = [line.split() for line in out.splitlines() if line.startswith("numpy")]
