@@ -51,7 +51,7 @@ import math
 
 from .esf import complement, restore_tree, scan_backprop, scan_leaves, scan_prefix, tree_backprop, tree_levels, tree_residuals, tree_root
 from .op import Op
-from .ops import NEG_INF, _device, _torch_compiling, arange_like, clip, copy, float64_available, full_like_shape, logsumexp, on_accelerator, onehot, put_columns, scatter_columns, sigmoid, take_columns, top_k
+from .ops import NEG_INF, _device, _torch_compiling, arange_like, clip, copy, float64_available, full_like_shape, fusion_barrier, logsumexp, on_accelerator, onehot, put_columns, scatter_columns, sigmoid, take_columns, top_k
 
 __all__ = ["SMOOTH_TOPK_SVM", "TOPK_SVM", "plan_mode"]
 
@@ -163,7 +163,12 @@ def _backprop(xp, leaves, state, cotangent, scan):
     if scan:
         return leaves * scan_backprop(xp, state, cotangent)
     m = leaves.shape[-1]
-    return leaves * xp.permute_dims(tree_backprop(xp, state, xp.permute_dims(cotangent, (1, 0)), m), (1, 0))
+    grad = tree_backprop(xp, state, xp.permute_dims(cotangent, (1, 0)), m)  # (m, batch)
+    if getattr(xp, "__name__", "") == "jax.numpy":
+        # the product in the tree's layout, then the transpose apart from it: XLA's CPU fusion
+        # of a transpose with an elementwise product is several times slower than the two alone
+        return xp.permute_dims(fusion_barrier(xp, xp.permute_dims(leaves, (1, 0)) * grad), (1, 0))
+    return leaves * xp.permute_dims(grad, (1, 0))
 
 
 def _safe_log(xp, v):
