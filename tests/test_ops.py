@@ -103,6 +103,35 @@ def test_fma_and_gathers(xp):
     np.testing.assert_array_equal(to_numpy(ops.take_rows(ns, xa, asarray(xp, idx[:, 0]))), x[np.arange(4), idx[:, 0]])
 
 
+@pytest.mark.parametrize("pairs", [0, 1, 3])
+@pytest.mark.parametrize("rows", [4, ops.FMA_HALVES_MIN // 8], ids=["small", "in-place"])
+def test_fma_halves(xp, rows, pairs):
+    """Both halves of a child level, concatenated: each half within two roundings per term of
+    base + sum(u * v) (fused or not), on the standard path and the in-place one (NumPy and eager
+    torch, halves of FMA_HALVES_MIN entries and more); the inputs are left as they were."""
+    rng = np.random.default_rng(pairs)
+    base = rng.normal(size=(rows, 8))
+    first = [tuple(rng.normal(size=(rows, 8)) for _ in range(2)) for _ in range(pairs)]
+    second = [tuple(rng.normal(size=(rows, 8)) for _ in range(2)) for _ in range(pairs)]
+    ns = namespace(asarray(xp, base, xp.float64))
+
+    def dev(terms):
+        return [tuple(asarray(xp, v, xp.float64) for v in pair) for pair in terms]
+
+    args = (asarray(xp, base, xp.float64), dev(first), dev(second))
+    got = to_numpy(ops.fma_halves(ns, *args))
+    assert got.shape == (2 * rows, 8)
+    for part, terms in ((got[:rows], first), (got[rows:], second)):
+        want = base + sum((u * v for u, v in terms), np.zeros_like(base))
+        bound = 2 * pairs * np.finfo(np.float64).eps * (np.abs(base) + sum((np.abs(u * v) for u, v in terms), np.zeros_like(base)))
+        assert np.all(np.abs(part - want) <= bound)
+    np.testing.assert_array_equal(to_numpy(args[0]), base)
+    for given, terms in ((args[1], first), (args[2], second)):
+        for pair, orig in zip(given, terms):
+            for a, b in zip(pair, orig):
+                np.testing.assert_array_equal(to_numpy(a), b)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_masked_row_sums_and_scales(xp, dtype):
     """sum_outside and scale_rows_where (NumPy: einsum, a ufunc's where=) give the standard

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 from .op import Op
-from .ops import NEG_INF, _device, _torch_compiling, cumsum, fma, full_like_shape, fusion_barrier, logsumexp_list, on_accelerator
+from .ops import NEG_INF, _device, _torch_compiling, cumsum, fma, fma_halves, full_like_shape, fusion_barrier, logsumexp_list, on_accelerator
 
 __all__ = ["LOG_ESF", "tree_levels", "tree_top", "tree_root", "complement", "tree_backprop", "log_pi", "level_structure", "scan_prefix", "scan_backprop", "scan_leaves"]
 
@@ -398,17 +398,16 @@ def tree_backprop(xp, levels, cotangent, m):
         level = _as_list(child)
         r = [a[:half, ...] for a in _as_list(r)]
         first, second = _halves(level, half)
-        r_first, r_second = [], []
+        children = []
         for j in range(1, len(level) + 1):
-            acc_1, acc_2 = r[j - 1], r[j - 1]
-            for mm in range(1, min(len(level), len(r) - j) + 1):
-                acc_1 = fma(xp, acc_1, second[mm - 1], r[j + mm - 1])  # one operation in torch
-                acc_2 = fma(xp, acc_2, first[mm - 1], r[j + mm - 1])
-            r_first.append(acc_1)
-            r_second.append(acc_2)
-        del r, acc_1, acc_2  # the parent's cotangent goes before the child's is assembled: the peak
-        r = fusion_barrier(xp, [xp.concat([a, b], axis=0) for a, b in zip(r_first, r_second)])
-        del r_first, r_second
+            shifts = range(1, min(len(level), len(r) - j) + 1)
+            # node i of the first half pairs with sibling i of the second, and the reverse
+            pairs_1 = [(second[mm - 1], r[j + mm - 1]) for mm in shifts]
+            pairs_2 = [(first[mm - 1], r[j + mm - 1]) for mm in shifts]
+            children.append(fma_halves(xp, r[j - 1], pairs_1, pairs_2))
+        del r
+        r = fusion_barrier(xp, children)
+        del children
     return _as_list(r)[0][:m, ...]
 
 

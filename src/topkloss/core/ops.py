@@ -94,6 +94,50 @@ def fma(xp, acc, a, b):
     return acc + a * b
 
 
+FMA_HALVES_MIN = 1 << 16
+""":func:`fma_halves` writes in place for halves of at least this many elements: on smaller ones the
+extra operations (an empty array, two slices) cost eager torch more than the pass they save."""
+
+
+def fma_halves(xp, base, first, second):
+    """``concat([base + sum(u * v for u, v in first), base + sum(u * v for u, v in second)])``
+    along the first axis: the two halves of a child level in :func:`~.esf.tree_backprop`.
+
+    NumPy and eager torch write each half's last multiply-add into its place in one new array
+    (``out=``) when the halves are large (:data:`FMA_HALVES_MIN`), where the standard spelling
+    computes both halves and then copies them into the concatenation: one pass over the level
+    fewer. Elsewhere (JAX, CuPy, ``torch.compile``, ``torch.func``) the standard spelling, which
+    compilers fuse.
+    """
+    name = getattr(xp, "__name__", "")
+    large = math.prod(base.shape) >= FMA_HALVES_MIN
+    torch_eager = large and name == "array_api_compat.torch" and _torch_writable(base, *(a for pair in first + second for a in pair))
+    if not (torch_eager or (large and name in ("numpy", "array_api_compat.numpy"))):
+        halves = []
+        for pairs in (first, second):
+            acc = base
+            for u, v in pairs:
+                acc = fma(xp, acc, u, v)
+            halves.append(acc)
+        return xp.concat(halves, axis=0)
+    h = base.shape[0]
+    out = xp.empty((2 * h, *base.shape[1:]), dtype=base.dtype, device=_device(base))
+    for part, pairs in ((out[:h, ...], first), (out[h:, ...], second)):
+        if not pairs:
+            part[...] = base
+            continue
+        acc = base
+        for u, v in pairs[:-1]:
+            acc = fma(xp, acc, u, v)
+        u, v = pairs[-1]
+        if torch_eager:
+            sys.modules["torch"].addcmul(acc, u, v, out=part)
+        else:
+            xp.multiply(u, v, out=part)
+            part += acc
+    return out
+
+
 def cumsum(xp, x):
     """The standard ``cumulative_sum`` along the last axis. torch and NumPy: their own ``cumsum``,
     without array-api-compat's wrapper (a namespace lookup per call, which eager torch pays per
