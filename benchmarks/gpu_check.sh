@@ -10,9 +10,11 @@ out=${1:?usage: gpu_check.sh OUTDIR}
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch, jax, cupy, numpy; print('torch', torch.__version__, 'jax', jax.__version__, jax.devices(), 'cupy', cupy.__version__, 'numpy', numpy.__version__)" | tee -a "$out/gpu.txt"
+# which code ran: the device's copy of .git need not be the session's, the working tree is
+echo "src sha256 $(find src -name '*.py' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)" | tee -a "$out/gpu.txt"
 steps=" ${STEPS:-test_gpu bench_gpu_torch_cupy bench_gpu_jax bench_gpu_compile bench_gpu_compile_graphs} "
 run() { local name=$1 limit=$2; shift 2; [[ $steps == *" $name "* || $name == suite_torch_cuda ]] || return 0; echo "== $name"; timeout "$limit" "$@" > "$out/$name.log" 2>&1; echo "exit $?"; tail -n 4 "$out/$name.log"; }
-run test_gpu 240 python3 -m pytest -v -p no:cacheprovider --durations=10 tests/test_gpu.py
+run test_gpu 330 python3 -m pytest -v -p no:cacheprovider --durations=10 tests/test_gpu.py
 run bench_gpu_torch_cupy 120 python3 benchmarks/bench_losses.py --device cuda --backends torch,cupy --repeat 20 --memory
 run bench_gpu_jax 180 python3 benchmarks/bench_losses.py --device cuda --backends jax --repeat 20 \
     --losses smooth_topk_svm,topk_svm,topk_hinge,noised_topk_hinge_5,noised_topk_hinge_10,topk_transition

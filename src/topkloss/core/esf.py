@@ -400,10 +400,13 @@ def tree_backprop(xp, levels, cotangent, m):
         first, second = _halves(level, half)
         children = []
         for j in range(1, len(level) + 1):
-            shifts = range(1, min(len(level), len(r) - j) + 1)
-            # node i of the first half pairs with sibling i of the second, and the reverse
-            pairs_1 = [(second[mm - 1], r[j + mm - 1]) for mm in shifts]
-            pairs_2 = [(first[mm - 1], r[j + mm - 1]) for mm in shifts]
+            # node i of the first half pairs with sibling i of the second, and the reverse. Plain
+            # loops: a comprehension over r would make it a closure's cell, and torch.compile
+            # cannot trace the `del r` below (DELETE_DEREF)
+            pairs_1, pairs_2 = [], []
+            for mm in range(1, min(len(level), len(r) - j) + 1):
+                pairs_1.append((second[mm - 1], r[j + mm - 1]))
+                pairs_2.append((first[mm - 1], r[j + mm - 1]))
             children.append(fma_halves(xp, r[j - 1], pairs_1, pairs_2))
         del r
         r = fusion_barrier(xp, children)

@@ -111,7 +111,7 @@ def fma_halves(xp, base, first, second):
     """
     name = getattr(xp, "__name__", "")
     large = math.prod(base.shape) >= FMA_HALVES_MIN
-    torch_eager = large and name == "array_api_compat.torch" and _torch_writable(base, *(a for pair in first + second for a in pair))
+    torch_eager = large and name == "array_api_compat.torch" and _torch_writable(base, *[a for pair in first + second for a in pair])
     if not (torch_eager or (large and name in ("numpy", "array_api_compat.numpy"))):
         halves = []
         for pairs in (first, second):
