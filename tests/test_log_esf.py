@@ -142,6 +142,53 @@ def test_linear_tree_and_its_reverse_pass_with_padded_levels(monkeypatch, m, sta
         np.testing.assert_allclose(got[i], np.sum(cot.T * rest, axis=-1), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("mode", ["linear", "log"])
+@pytest.mark.parametrize("m", [1, 3, 9, 37, 100, 1000])
+def test_nodes_last_trees_equal_nodes_first(monkeypatch, m, mode):
+    """The nodes-last layout (axis=-1: the rows as they are, XLA on a CPU) builds the same tree as
+    nodes first: the same pairs and operations, so the same values to the bit, for the root, the
+    saved and restored levels, the reverse pass (linear) and the complements (log), with levels
+    that gain zero nodes on the way up."""
+    from topkloss.core import esf
+
+    monkeypatch.setattr(esf, "PAD_SMALL", -1)  # compact level sizes, as for wide rows
+    k, batch = 5, 3
+    rng = np.random.default_rng(m)
+    x = rng.uniform(0.0, 1.0, size=(batch, m))
+    leaves = x if mode == "linear" else np.log(x)
+    first = esf.tree_levels(np, leaves.T, k, mode)
+    last = esf.tree_levels(np, leaves, k, mode, axis=-1)
+    assert len(first) == len(last)
+    for level_f, level_l in zip(first, last):
+        for a, b in zip(level_f, level_l):
+            np.testing.assert_array_equal(a.T, b)
+    np.testing.assert_array_equal(esf.tree_root(np, first, k, leaves.T, mode), esf.tree_root(np, last, k, leaves, mode, axis=-1))
+    restored, used = esf.restore_tree(np, esf.tree_residuals(last), m, k, batch, mode, axis=-1)
+    assert used == len(esf.tree_residuals(last))
+    for level_r, level_l in zip(restored, last):
+        for a, b in zip(level_r, level_l):
+            np.testing.assert_array_equal(a, b)
+    if mode == "linear":
+        cot = rng.normal(size=(k, batch))
+        np.testing.assert_array_equal(esf.tree_backprop(np, first, cot, m).T, esf.tree_backprop(np, last, cot, m, axis=-1))
+    else:
+        for a, b in zip(esf.complement(np, first, k - 1, m), esf.complement(np, last, k - 1, m, axis=-1)):
+            np.testing.assert_array_equal(a.T, b)
+
+
+def test_nodes_last_applies_under_xla_on_a_cpu_with_list_levels_only():
+    from topkloss.core import esf
+
+    jnp = pytest.importorskip("jax.numpy")
+    like = jnp.zeros((256, 10_000), dtype=jnp.float32)
+    assert esf.nodes_last_applies(jnp, like, 10_000, 20)
+    assert not esf.nodes_last_applies(jnp, like, 10_000, 21)  # stacked deep levels: nodes first
+    assert esf.nodes_last_applies(jnp, like, 10_000, 21, "log")  # log space: lists at every degree
+    assert not esf.nodes_last_applies(np, np.zeros((256, 10_000)), 10_000, 5)  # eager: nodes first
+    with pytest.raises(ValueError, match="nodes-last"):
+        esf.tree_levels(jnp, like, 21, "linear", axis=-1)
+
+
 # --- prefix sums (esf.scan_prefix / scan_backprop): the smooth SVM's polynomials on eager torch ---
 @pytest.mark.parametrize("m,k", [(1, 1), (1, 3), (2, 2), (3, 7), (6, 1), (6, 5), (9, 4), (12, 6)])
 def test_prefix_sums_and_their_reverse_pass_match_brute_force(xp, m, k):

@@ -357,3 +357,33 @@ def test_which_form_takes_the_polynomials():
     torch._dynamo.reset()
     torch.compile(lambda x: seen.append(scan(x, 5)) or x, fullgraph=True, backend="eager")(torch.zeros(2, 100))
     assert seen == [False]
+
+
+def test_jax_on_a_cpu_builds_wide_trees_nodes_last():
+    """Under XLA on a CPU, rows of NODES_LAST_MIN classes and more take nodes-last trees while every
+    level of both trees is a list (k <= 20 in linear space, any k in log space); narrower rows
+    and eager backends keep nodes first. The values are the same either way."""
+    from topkloss.adapters import namespace
+
+    jnp = pytest.importorskip("jax.numpy")
+    wide = smooth_svm.NODES_LAST_MIN
+
+    def last(x, k):
+        return smooth_svm._plan(namespace(x), x, k)[3]
+
+    assert last(jnp.zeros((4, wide), dtype=jnp.float32), 5) and not last(jnp.zeros((4, wide - 1), dtype=jnp.float32), 5)
+    assert last(jnp.zeros((4, wide), dtype=jnp.float32), 20)
+    assert not last(np.zeros((4, wide), dtype=np.float32), 5)
+    import jax
+
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(4, wide)).astype(np.float32) * 3
+    y = rng.integers(0, wide, size=4)
+    for k in (5, 10):  # linear and log space at this width
+        f = jax.jit(jax.value_and_grad(lambda a: topkloss.smooth_topk_svm(a, jnp.asarray(y), k=k, reduction="sum")))
+        value, grad = f(jnp.asarray(s))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(smooth_svm, "NODES_LAST_MIN", wide + 1)  # nodes first, as before
+            value_f, grad_f = jax.jit(jax.value_and_grad(lambda a: topkloss.smooth_topk_svm(a, jnp.asarray(y), k=k, reduction="sum")))(jnp.asarray(s))
+        np.testing.assert_allclose(float(value), float(value_f), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(grad), np.asarray(grad_f), rtol=1e-5, atol=1e-7)

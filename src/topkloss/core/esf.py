@@ -17,7 +17,9 @@ its parent) times (its sibling): two truncated products per parent, no subtracti
 Representation: a polynomial with constant term 1 (every node of the tree has one) is a
 Python list ``[c_1, ..., c_d]`` of arrays of coefficients (or their logs), each of shape
 ``(nodes, ...)``: coefficient-major, **nodes on the first axis** and the batch on the
-last, so every operation is a plain loop over contiguous batch rows. The parent of nodes
+last, so every operation is a plain loop over contiguous batch rows. Under XLA on a CPU the
+trees can also be built **nodes last** (``axis=-1``, :func:`nodes_last_applies`): the rows as
+they come, with no transposed copy. The parent of nodes
 ``i`` and ``i + nodes/2`` is node ``i`` of the level above: both children of a level are
 contiguous blocks.
 """
@@ -29,13 +31,19 @@ import math
 from .op import Op
 from .ops import NEG_INF, _device, _torch_compiling, cumsum, fma, fma_halves, full_like_shape, fusion_barrier, logsumexp_list, on_accelerator
 
-__all__ = ["LOG_ESF", "tree_levels", "tree_top", "tree_root", "complement", "tree_backprop", "log_pi", "level_structure", "scan_prefix", "scan_backprop", "scan_leaves"]
+__all__ = ["LOG_ESF", "nodes_last_applies", "tree_levels", "tree_top", "tree_root", "complement", "tree_backprop", "log_pi", "level_structure", "scan_prefix", "scan_backprop", "scan_leaves"]
 
 
-def _halves(level, half):
+def _cut(c, start, stop, axis=0):
+    """Nodes ``start:stop`` of a coefficient array whose nodes are on ``axis`` (0, or -1: the
+    nodes-last layout, :func:`nodes_last_applies`)."""
+    return c[start:stop, ...] if axis == 0 else c[..., start:stop]
+
+
+def _halves(level, half, axis=0):
     """Children of node ``i`` of the next level up are nodes ``i`` and ``i + half``: contiguous
     halves (any pairing is valid, the polynomial is symmetric; contiguous slices are fast)."""
-    return [c[:half, ...] for c in level], [c[half:, ...] for c in level]
+    return [_cut(c, None, half, axis) for c in level], [_cut(c, half, None, axis) for c in level]
 
 
 def poly_mul(xp, a, b, degree, mode="log"):
@@ -97,15 +105,17 @@ def level_sizes(m, rest=1):
     return tuple(sizes)
 
 
-def _pad_nodes(xp, level, size, mode):
-    """A level (a list of ``(nodes, ...)`` arrays, or one stacked ``(d, nodes, ...)`` array)
-    with zero nodes (``-inf`` in log mode) appended up to ``size`` nodes."""
+def _pad_nodes(xp, level, size, mode, axis=0):
+    """A level (a list of ``(nodes, ...)`` arrays, ``(..., nodes)`` with ``axis=-1``, or one stacked
+    ``(d, nodes, ...)`` array) with zero nodes (``-inf`` in log mode) appended up to ``size`` nodes."""
     fill = NEG_INF if mode == "log" else 0.0
     if isinstance(level, list):
-        have = level[0].shape[0]
+        have = level[0].shape[axis]
         if have == size:
             return level
-        return [xp.concat([c, full_like_shape(xp, (size - have, *c.shape[1:]), fill, c)], axis=0) for c in level]
+        if axis == 0:
+            return [xp.concat([c, full_like_shape(xp, (size - have, *c.shape[1:]), fill, c)], axis=0) for c in level]
+        return [xp.concat([c, full_like_shape(xp, (*c.shape[:-1], size - have), fill, c)], axis=-1) for c in level]
     have = level.shape[1]
     if have == size:
         return level
@@ -113,9 +123,10 @@ def _pad_nodes(xp, level, size, mode):
     return xp.concat([level, pad], axis=1)
 
 
-def pad_leaves(xp, leaves, mode="log"):
-    """Leaves ``(m, ...)`` padded with zeros (``-inf`` in log mode) to :func:`level_sizes`' first count."""
-    return _pad_nodes(xp, [leaves], level_sizes(leaves.shape[0], _rest(leaves))[0], mode)[0]
+def pad_leaves(xp, leaves, mode="log", axis=0):
+    """Leaves ``(m, ...)`` (``(..., m)`` with ``axis=-1``) padded with zeros (``-inf`` in log mode)
+    to :func:`level_sizes`' first count."""
+    return _pad_nodes(xp, [leaves], level_sizes(leaves.shape[axis], _rest(leaves, axis))[0], mode, axis)[0]
 
 
 ACCELERATOR_COSTS = (1 << 20, 6)
@@ -282,7 +293,7 @@ def _as_stack(xp, level):
     return level if not isinstance(level, list) else xp.stack(level, axis=0)
 
 
-def tree_levels(xp, leaves, k, mode="log"):
+def tree_levels(xp, leaves, k, mode="log", axis=0):
     """All levels of the product tree of ``prod_i (1 + x_i t)``, truncated at ``k``.
 
     ``leaves`` has shape ``(m, ...)``: ``log x`` (``mode="log"``, ``-inf`` for a leaf
@@ -292,18 +303,34 @@ def tree_levels(xp, leaves, k, mode="log"):
     the size of the other axes): a list of
     arrays of shape ``(nodes, ...)``, or (a stacked level, see :func:`level_forms`) one array
     of shape ``(min(2**L, k), nodes, ...)``. Level 0 is the list ``[leaves]``; the last level
-    has a single node: the product.
+    has a single node: the product. With ``axis=-1`` the nodes are on the last axis of every
+    array (``leaves`` ``(..., m)``), lists only (:func:`nodes_last_applies`).
     """
-    m = leaves.shape[0]
-    forms = level_forms(m, k, _rest(leaves), mode, on_accelerator(leaves), _is_xla(xp))
-    sizes = level_sizes(m, _rest(leaves))
-    leaves = pad_leaves(xp, leaves, mode)
+    m, rest = leaves.shape[axis], _rest(leaves, axis)
+    forms = level_forms(m, k, rest, mode, on_accelerator(leaves), _is_xla(xp))
+    if axis != 0 and any(forms):
+        raise ValueError("the nodes-last layout takes list levels only: see nodes_last_applies")
+    sizes = level_sizes(m, rest)
+    leaves = pad_leaves(xp, leaves, mode, axis)
     level = [leaves] if k >= 1 else []
     levels = [level]
     for stacked, size in zip(forms, sizes[1:]):
-        level = _next_level(xp, level, size, stacked, k, mode)
+        level = _next_level(xp, level, size, stacked, k, mode, axis)
         levels.append(level)
     return levels
+
+
+def nodes_last_applies(xp, like, m, k, mode="linear"):
+    """Whether a tree of ``m`` leaves of degree ``k`` over batch rows like ``like`` ``(batch, ...)``
+    is built nodes last (``axis=-1``: the rows' own layout, no transposed copy on the way in or
+    out): under XLA on a CPU, when every level is a list (:func:`level_forms`; k <= 20). There a
+    transposed copy fused with its producer or consumer was among the slowest fusions, and
+    XLA's fusions read the strided halves of each row as fast as contiguous blocks. Eager
+    backends keep nodes first, where each operation's inner loop runs over the batch, and
+    accelerators, where the stacked levels need it. Static."""
+    if not _is_xla(xp) or on_accelerator(like):
+        return False
+    return not any(level_forms(m, k, math.prod(like.shape[:-1]), mode, False, True))
 
 
 def _is_xla(xp):
@@ -311,45 +338,46 @@ def _is_xla(xp):
     return getattr(xp, "__name__", "") == "jax.numpy"
 
 
-def _next_level(xp, level, size, stacked, k, mode):
+def _next_level(xp, level, size, stacked, k, mode, axis=0):
     """The level above ``level`` (``size`` nodes): products of its nodes ``i`` and
     ``i + half`` (half its nodes), then zero nodes up to ``size``."""
-    half = _nodes(level) // 2
+    half = _nodes(level, axis) // 2
     if stacked:
         both = _as_stack(xp, level)
         parent = stacked_product(xp, both[:, :half, ...], both[:, half:, ...], k)
     else:
-        first, second = _halves(_as_list(level), half)
+        first, second = _halves(_as_list(level), half, axis)
         parent = poly_mul(xp, first, second, k, mode)
-    return fusion_barrier(xp, _pad_nodes(xp, parent, size, mode))
+    return fusion_barrier(xp, _pad_nodes(xp, parent, size, mode, axis))
 
 
-def _nodes(level):
+def _nodes(level, axis=0):
     """How many nodes a level (a list or a stacked array) holds."""
-    return level[0].shape[0] if isinstance(level, list) else level.shape[1]
+    return level[0].shape[axis] if isinstance(level, list) else level.shape[1]
 
 
-def _rest(x):
-    return math.prod(x.shape[1:])
+def _rest(x, axis=0):
+    """The size of the axes other than the nodes'."""
+    return math.prod(x.shape[1:] if axis == 0 else x.shape[:-1])
 
 
-def tree_top(xp, levels, k, like, mode="log"):
+def tree_top(xp, levels, k, like, mode="log", axis=0):
     """``e_1 .. e_k`` of the whole product (logs in log mode): ``k`` arrays of shape ``(...)``.
 
     Degrees above the number of leaves are ``e_j = 0``.
     """
-    top = [c[0, ...] for c in _as_list(levels[-1])]
+    top = [c[0, ...] if axis == 0 else c[..., 0] for c in _as_list(levels[-1])]
     while len(top) < k:
-        top.append(full_like_shape(xp, like.shape[1:], NEG_INF if mode == "log" else 0.0, like))
+        top.append(full_like_shape(xp, like.shape[1:] if axis == 0 else like.shape[:-1], NEG_INF if mode == "log" else 0.0, like))
     return top
 
 
-def tree_root(xp, levels, k, like, mode="log"):
+def tree_root(xp, levels, k, like, mode="log", axis=0):
     """:func:`tree_top` as one array ``(k, ...)``: row ``j - 1`` holds ``e_j`` (its log in log mode).
     A stacked root is sliced once, not split into ``k`` arrays and stacked again."""
     root = levels[-1]
     if isinstance(root, list):
-        return xp.stack(tree_top(xp, levels, k, like, mode), axis=0)
+        return xp.stack(tree_top(xp, levels, k, like, mode, axis), axis=0)
     top = root[:, 0, ...]
     if top.shape[0] < k:
         fill = full_like_shape(xp, (k - top.shape[0], *top.shape[1:]), NEG_INF if mode == "log" else 0.0, like)
@@ -357,24 +385,25 @@ def tree_root(xp, levels, k, like, mode="log"):
     return top
 
 
-def complement(xp, levels, degree, m, mode="log"):
+def complement(xp, levels, degree, m, mode="log", axis=0):
     """For every leaf ``i``: ``e_1 .. e_degree`` of the leaves other than ``i`` (logs in log mode).
 
-    Returns a list of ``degree`` arrays of shape ``(m, ...)`` (the constant term 1 is
-    implicit). Top-down over the tree: outside(child) = outside(parent) x sibling.
+    Returns a list of ``degree`` arrays of shape ``(m, ...)`` (``(..., m)`` with ``axis=-1``;
+    the constant term 1 is implicit). Top-down over the tree: outside(child) = outside(parent)
+    x sibling.
     """
     outside = []  # the root has nothing outside it: the polynomial 1
     for level in reversed(levels[:-1]):
-        half = level[0].shape[0] // 2
-        first, second = _halves(level, half)
-        outside = [o[:half, ...] for o in outside]  # the parents' padding nodes have no children
+        half = level[0].shape[axis] // 2
+        first, second = _halves(level, half, axis)
+        outside = [_cut(o, None, half, axis) for o in outside]  # the parents' padding nodes have no children
         out_first = poly_mul(xp, outside, second, degree, mode)
         out_second = poly_mul(xp, outside, first, degree, mode)
-        outside = fusion_barrier(xp, [xp.concat([a, b], axis=0) for a, b in zip(out_first, out_second)])
-    return [c[:m, ...] for c in outside]
+        outside = fusion_barrier(xp, [xp.concat([a, b], axis=axis) for a, b in zip(out_first, out_second)])
+    return [_cut(c, None, m, axis) for c in outside]
 
 
-def tree_backprop(xp, levels, cotangent, m):
+def tree_backprop(xp, levels, cotangent, m, axis=0):
     r"""Reverse mode through a linear-space product tree: :math:`\partial F / \partial x_i` for every leaf.
 
     ``F = sum_j cotangent[j-1] * e_j`` (root coefficients, ``j = 1..len(cotangent)``;
@@ -385,19 +414,23 @@ def tree_backprop(xp, levels, cotangent, m):
     complement polynomials would carry ``k - 1`` at every level). Signs may mix; every
     other factor is non-negative, so rounding errors stay within ``eps * depth`` of the
     same sum taken with absolute values. Stacked levels (:func:`level_forms`) are walked in
-    stacked form.
+    stacked form. With ``axis=-1`` (:func:`nodes_last_applies`) the nodes are on the last axis and
+    the result is ``(..., m)``.
     """
-    r = cotangent[:, None, ...] if not isinstance(cotangent, list) else [g[None, ...] for g in cotangent]
+    if isinstance(cotangent, list):
+        r = [g[None, ...] if axis == 0 else g[..., None] for g in cotangent]
+    else:
+        r = cotangent[:, None, ...] if axis == 0 else cotangent[..., None]
     for child, parent in zip(reversed(levels[:-1]), reversed(levels[1:])):
-        half = _nodes(child) // 2  # the parents' padding nodes (beyond half) have no children
+        half = _nodes(child, axis) // 2  # the parents' padding nodes (beyond half) have no children
         if not isinstance(parent, list):  # the level above was computed stacked: so is its backprop
             level = _as_stack(xp, child)
             r = _as_stack(xp, r)
             r = fusion_barrier(xp, _stacked_backprop(xp, r[: min(r.shape[0], 2 * level.shape[0]), :half, ...], level))
             continue
         level = _as_list(child)
-        r = [a[:half, ...] for a in _as_list(r)]
-        first, second = _halves(level, half)
+        r = [_cut(a, None, half, axis) for a in _as_list(r)]
+        first, second = _halves(level, half, axis)
         children = []
         for j in range(1, len(level) + 1):
             # node i of the first half pairs with sibling i of the second, and the reverse. Plain
@@ -407,11 +440,11 @@ def tree_backprop(xp, levels, cotangent, m):
             for mm in range(1, min(len(level), len(r) - j) + 1):
                 pairs_1.append((second[mm - 1], r[j + mm - 1]))
                 pairs_2.append((first[mm - 1], r[j + mm - 1]))
-            children.append(fma_halves(xp, r[j - 1], pairs_1, pairs_2))
+            children.append(fma_halves(xp, r[j - 1], pairs_1, pairs_2, axis))
         del r
         r = fusion_barrier(xp, children)
         del children
-    return _as_list(r)[0][:m, ...]
+    return _cut(_as_list(r)[0], None, m, axis)
 
 
 def scan_prefix(xp, x, k):
@@ -515,7 +548,7 @@ def tree_residuals(levels):
     return flatten_levels(levels[:1] + levels[2:] if len(levels) > 2 else levels)
 
 
-def restore_tree(xp, flat, m, k, rest=1, mode="linear", accelerator=False):
+def restore_tree(xp, flat, m, k, rest=1, mode="linear", accelerator=False, axis=0):
     """Inverse of :func:`tree_residuals` for a tree of ``m`` leaves built by :func:`tree_levels`
     with the same arguments: ``(levels, number of arrays of flat it used)``."""
     structure = level_structure(m, k, rest, mode, accelerator, _is_xla(xp))
@@ -527,7 +560,7 @@ def restore_tree(xp, flat, m, k, rest=1, mode="linear", accelerator=False):
     levels = unflatten_levels(flat[:used], saved)
     if len(structure) > 2:
         stacked = level_forms(m, k, rest, mode, accelerator, _is_xla(xp))[0]
-        levels.insert(1, _next_level(xp, levels[0], level_sizes(m, rest)[1], stacked, k, mode))
+        levels.insert(1, _next_level(xp, levels[0], level_sizes(m, rest)[1], stacked, k, mode, axis))
     return levels, used
 
 

@@ -99,9 +99,10 @@ FMA_HALVES_MIN = 1 << 16
 extra operations (an empty array, two slices) cost eager torch more than the pass they save."""
 
 
-def fma_halves(xp, base, first, second):
+def fma_halves(xp, base, first, second, axis=0):
     """``concat([base + sum(u * v for u, v in first), base + sum(u * v for u, v in second)])``
-    along the first axis: the two halves of a child level in :func:`~.esf.tree_backprop`.
+    along ``axis`` (0, or -1 for the nodes-last trees of JAX): the two halves of a child level in
+    :func:`~.esf.tree_backprop`.
 
     NumPy and eager torch write each half's last multiply-add into its place in one new array
     (``out=``) when the halves are large (:data:`FMA_HALVES_MIN`), where the standard spelling
@@ -110,7 +111,7 @@ def fma_halves(xp, base, first, second):
     compilers fuse.
     """
     name = getattr(xp, "__name__", "")
-    large = math.prod(base.shape) >= FMA_HALVES_MIN
+    large = axis == 0 and math.prod(base.shape) >= FMA_HALVES_MIN
     torch_eager = large and name == "array_api_compat.torch" and _torch_writable(base, *[a for pair in first + second for a in pair])
     if not (torch_eager or (large and name in ("numpy", "array_api_compat.numpy"))):
         halves = []
@@ -119,7 +120,7 @@ def fma_halves(xp, base, first, second):
             for u, v in pairs:
                 acc = fma(xp, acc, u, v)
             halves.append(acc)
-        return xp.concat(halves, axis=0)
+        return xp.concat(halves, axis=axis)
     h = base.shape[0]
     out = xp.empty((2 * h, *base.shape[1:]), dtype=base.dtype, device=_device(base))
     for part, pairs in ((out[:h, ...], first), (out[h:, ...], second)):

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 
-from .esf import complement, restore_tree, scan_backprop, scan_leaves, scan_prefix, tree_backprop, tree_levels, tree_residuals, tree_root
+from .esf import complement, nodes_last_applies, restore_tree, scan_backprop, scan_leaves, scan_prefix, tree_backprop, tree_levels, tree_residuals, tree_root
 from .op import Op
 from .ops import NEG_INF, _device, _torch_compiling, arange_like, clip, copy, float64_available, full_like_shape, fusion_barrier, logsumexp, on_accelerator, onehot, put_columns, scatter_columns, sigmoid, take_columns, top_k
 
@@ -128,47 +128,78 @@ def _on_cuda(xp, s):
     return getattr(xp, "__name__", "") == "array_api_compat.cupy" or getattr(_device(s), "type", None) == "cuda"
 
 
+NODES_LAST_MIN = 1000
+"""Under XLA on a CPU the trees are built nodes last (:func:`~.esf.nodes_last_applies`) for rows of
+at least this many classes. ``benchmarks/ab.py`` (JAX, 3 rounds, nodes last against nodes first
+at every width): 0.81-0.88x the time at k = 5 for 256 x 10000 and 64 x 100000, 0.43-0.49x for the
+log-space trees of k = 10 and 20 there; 0.82-1.00x at 256 x 1000; 1.12x (k = 5) and 1.22x
+(k = 20) at 256 x 100, where the halves of a row are short."""
+
+
 def _plan(xp, s, k):
-    """(mode, whether the polynomials run in float64, whether by prefix sums) for scores ``s``:
-    shapes and dtypes only. Prefix sums run in float64 (their rounding grows with the row)."""
+    """(mode, whether the polynomials run in float64, whether by prefix sums, whether the trees
+    are built nodes last) for scores ``s``: shapes and dtypes only. Prefix sums run in float64
+    (their rounding grows with the row). Nodes last (:func:`~.esf.nodes_last_applies`, XLA on a
+    CPU): both trees, of U and of w, take the rows as they are, with no transposed copy."""
     mode = plan_mode(s.shape[-1] - k, k, s.dtype == xp.float64, float64_available(xp))
     scan = scan_applies(xp, s, k, mode)
     wide = mode == "linear64" or (scan and s.dtype != xp.float64)
-    return ("log" if mode == "log" else "linear"), wide, scan
+    tree_mode = "log" if mode == "log" else "linear"
+    last = not scan and s.shape[-1] >= NODES_LAST_MIN and nodes_last_applies(xp, s, s.shape[-1], k, tree_mode)
+    last = last and (k < 2 or nodes_last_applies(xp, s, k, k - 1, tree_mode))
+    return tree_mode, wide, scan, last
 
 
-def _polynomial(xp, leaves, degree, mode, scan):
+def _polynomial(xp, leaves, degree, mode, scan, last):
     """``e_1 .. e_degree`` of ``leaves`` ``(batch, m)``, as ``(batch, degree)`` (logs in log
     mode), and the arrays the backward needs (:func:`_restore`)."""
     if scan:
         return scan_prefix(xp, leaves, degree)
+    if last:  # the rows as they are: nodes on the last axis
+        levels = tree_levels(xp, leaves, degree, mode, axis=-1)
+        top = tree_root(xp, levels, degree, levels[0][0], mode, axis=-1)  # (degree, batch)
+        return xp.permute_dims(top, (1, 0)), tree_residuals(levels)
     # the trees take nodes first, batch last: (m, batch), contiguous halves, vectorised rows
     levels = tree_levels(xp, xp.permute_dims(leaves, (1, 0)), degree, mode)
     top = tree_root(xp, levels, degree, levels[0][0], mode)  # (degree, batch)
     return xp.permute_dims(top, (1, 0)), tree_residuals(levels)
 
 
-def _restore(xp, flat, m, degree, batch, mode, scan, accelerator):
+def _restore(xp, flat, m, degree, batch, mode, scan, accelerator, last):
     """What :func:`_polynomial` saved, from the front of ``flat``: ``(leaves (batch, m), state,
     number of arrays used)``; ``state`` is the prefix list or the tree's levels."""
     if scan:
         state = tuple(flat[: min(degree, m)])  # the padded leaves and scan_prefix's prefix sums
         return scan_leaves(state), state, len(state)
-    levels, used = restore_tree(xp, flat, m, degree, batch, mode, accelerator)
+    levels, used = restore_tree(xp, flat, m, degree, batch, mode, accelerator, axis=-1 if last else 0)
+    if last:
+        return levels[0][0][..., :m], levels, used
     return xp.permute_dims(levels[0][0][:m, ...], (1, 0)), levels, used
 
 
-def _backprop(xp, leaves, state, cotangent, scan):
+def _backprop(xp, leaves, state, cotangent, scan, last):
     """``leaves * dF/d leaves`` ``(batch, m)`` for ``F = sum_j cotangent[:, j-1] e_j`` (linear space)."""
     if scan:
         return leaves * scan_backprop(xp, state, cotangent)
     m = leaves.shape[-1]
+    if last:
+        return leaves * tree_backprop(xp, state, xp.permute_dims(cotangent, (1, 0)), m, axis=-1)
     grad = tree_backprop(xp, state, xp.permute_dims(cotangent, (1, 0)), m)  # (m, batch)
     if getattr(xp, "__name__", "") == "jax.numpy":
         # the product in the tree's layout, then the transpose apart from it: XLA's CPU fusion
         # of a transpose with an elementwise product is several times slower than the two alone
         return xp.permute_dims(fusion_barrier(xp, xp.permute_dims(leaves, (1, 0)) * grad), (1, 0))
     return leaves * xp.permute_dims(grad, (1, 0))
+
+
+def _tree_layout(xp, a, last):
+    """``(batch, m)`` to the trees' layout and back: transposed for nodes first, as is for nodes last."""
+    return a if last else xp.permute_dims(a, (1, 0))
+
+
+def _per_row(v, last):
+    """A per-row ``(batch,)`` array broadcast against the trees' layout."""
+    return v[:, None] if last else v[None, :]
 
 
 def _safe_log(xp, v):
@@ -199,7 +230,7 @@ def _scaled(xp, diff, scale):
     return xp.where(diff < -bound, -bound, xp.where(diff > bound, bound, diff)) / scale
 
 
-def _forward_parts(xp, s, labels, k, tau, mode, wide, scan):
+def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last):
     """Everything both passes need: m = |T|, s_y - c, T's columns, and the polynomials of U and of
     w = 1/x_T (:func:`_polynomial`'s pairs)."""
     neg_inf = NEG_INF  # a Python scalar: takes the array's dtype and device
@@ -228,9 +259,9 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide, scan):
     if wide:
         log_w = xp.astype(log_w, xp.float64)
     m = xp.sum(xp.astype(in_t, labels.dtype), axis=-1)
-    poly_u = _polynomial(xp, leaves, k, mode, scan)
+    poly_u = _polynomial(xp, leaves, k, mode, scan, last)
     # w < 1: the same bound makes linear space exact for its polynomial
-    poly_w = _polynomial(xp, xp.exp(log_w) if mode == "linear" else log_w, k - 1, mode, scan) if k >= 2 else None
+    poly_w = _polynomial(xp, xp.exp(log_w) if mode == "linear" else log_w, k - 1, mode, scan, last) if k >= 2 else None
     return d_y, m, idx, poly_u, poly_w
 
 
@@ -259,8 +290,8 @@ def _log_terms(xp, table, degrees, k, pad, shift):
 
 def _smooth_forward(xp, s, labels, *, static):
     k, tau, alpha = static
-    mode, wide, scan = _plan(xp, s, k)
-    d_y, m, idx_t, poly_u, poly_w = _forward_parts(xp, s, labels, k, tau, mode, wide, scan)
+    mode, wide, scan, last = _plan(xp, s, k)
+    d_y, m, idx_t, poly_u, poly_w = _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last)
     zero = xp.zeros_like(poly_u[0][:, 0])  # (batch,), in the polynomials' dtype
     log_eu, log_ew = _log_e(xp, poly_u, poly_w, mode, zero)
     # D = sum_b e_b(w) e_{k-1-m+b}(U), N = sum_b e_b(w) e_{k-m+b}(U); e_b(w) = 0 for b > m
@@ -282,10 +313,10 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     k, tau, alpha = static
     (labels,) = args
     n = s.shape[-1]
-    mode, wide, scan = _plan(xp, s, k)
+    mode, wide, scan, last = _plan(xp, s, k)
     r, log_dn, m, idx_t, table_u, log_ew = residuals[:6]
     batch, accelerator = s.shape[0], on_accelerator(s)
-    leaves, state_u, n_u = _restore(xp, residuals[6:], n, k, batch, mode, scan, accelerator)
+    leaves, state_u, n_u = _restore(xp, residuals[6:], n, k, batch, mode, scan, accelerator, last)
     shift = -log_dn[:, :, None]  # (batch, 2, 1): log(1/D), log(1/N)
     # dL/ds = coef dr/dz, coef = g sigmoid(r) / k: folded into the polynomials' (batch, k)
     # cotangents, not applied to the (batch, n) result (one pass over memory fewer)
@@ -297,34 +328,34 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     log_c = _log_terms(xp, table_w, _pair_degrees(xp, m, k, 1 - k, 1), k, k, xp.flip(shift, axis=1))
     log_cn, log_cd = log_c[:, 0, :], log_c[:, 1, :]  # (batch, k)
     if mode == "linear":
-        d_z = _backprop(xp, leaves, state_u, coef_b * (xp.exp(log_cn) - xp.exp(log_cd)), scan)
+        d_z = _backprop(xp, leaves, state_u, coef_b * (xp.exp(log_cn) - xp.exp(log_cd)), scan, last)
     else:  # every term is a fraction (<= 1) of N or D: exponentiate whole terms only
-        leaves = xp.permute_dims(leaves, (1, 0))  # (n, batch), the tree's layout
-        outside = complement(xp, state_u, k - 1, n)
+        leaves = _tree_layout(xp, leaves, last)
+        outside = complement(xp, state_u, k - 1, n, axis=-1 if last else 0)
         d_z = xp.zeros_like(leaves)
         for j in range(1, k + 1):
             log_term = leaves if j == 1 else leaves + outside[j - 2]
-            d_z = d_z + (xp.exp(log_term + log_cn[:, j - 1][None, :]) - xp.exp(log_term + log_cd[:, j - 1][None, :]))
-        d_z = xp.permute_dims(d_z, (1, 0)) * coef_b
+            d_z = d_z + (xp.exp(log_term + _per_row(log_cn[:, j - 1], last)) - xp.exp(log_term + _per_row(log_cd[:, j - 1], last)))
+        d_z = _tree_layout(xp, d_z, last) * coef_b
     if wide:
         d_z = xp.astype(d_z, s.dtype)
 
     # T: dr/dz_t = -sum_{b>=1} w_t e_{b-1}(w \ t) (e_{k-m+b}(U) / N - e_{k-1-m+b}(U) / D)
     if k >= 2:
-        w, state_w, _ = _restore(xp, residuals[6 + n_u :], k, k - 1, batch, mode, scan, accelerator)
+        w, state_w, _ = _restore(xp, residuals[6 + n_u :], k, k - 1, batch, mode, scan, accelerator, last)
         log_a = _log_terms(xp, table_u, _pair_degrees(xp, m, k, k - 1, -1), k, k, shift)  # as in the forward
         log_ad, log_an = log_a[:, 0, :], log_a[:, 1, :]
         if mode == "linear":  # w_t sum_b e_{b-1}(w \ t) (A_b - N_b): reverse mode through w's polynomial
-            d_t = _backprop(xp, w, state_w, coef_b * (xp.exp(log_ad[:, 1:]) - xp.exp(log_an[:, 1:])), scan)
+            d_t = _backprop(xp, w, state_w, coef_b * (xp.exp(log_ad[:, 1:]) - xp.exp(log_an[:, 1:])), scan, last)
         else:
-            w = xp.permute_dims(w, (1, 0))  # (k, batch)
-            out_w = complement(xp, state_w, k - 2, k, mode)
+            w = _tree_layout(xp, w, last)
+            out_w = complement(xp, state_w, k - 2, k, mode, axis=-1 if last else 0)
             log_comp = [w, *(w + o for o in out_w)]
             d_t = xp.zeros_like(w)
             for b in range(1, k):
                 lc = log_comp[b - 1]
-                d_t = d_t + (xp.exp(lc + log_ad[:, b][None, :]) - xp.exp(lc + log_an[:, b][None, :]))
-            d_t = xp.permute_dims(d_t, (1, 0)) * coef_b
+                d_t = d_t + (xp.exp(lc + _per_row(log_ad[:, b], last)) - xp.exp(lc + _per_row(log_an[:, b], last)))
+            d_t = _tree_layout(xp, d_t, last) * coef_b
         d_z = put_columns(xp, d_z, xp.astype(d_t, s.dtype) if wide else d_t, idx_t, add=True)
 
     return put_columns(xp, d_z, -xp.astype(coef, s.dtype)[:, None], labels[:, None])  # -coef at y (written, not added)
