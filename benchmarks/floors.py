@@ -11,8 +11,8 @@ cross-entropy forward + backward (``bench_losses.py``'s baseline, interleaved in
 - ``exp``: one ``exp`` of (batch, n): an elementwise pass;
 - ``transpose``: (batch, n) copied into (n + 8, batch), the layout of ``smooth_topk_svm``'s
   product trees (nodes first, a few padding leaves), as their first concatenation makes it
-  (eager backends and accelerators; JAX on a CPU builds the trees of rows of 1000 classes and
-  more nodes last, without the copy).
+  (NumPy and accelerators; JAX and torch on a CPU build the list-only trees of rows of 1000
+  classes and more nodes last, without the copy).
   A tree pays one such copy in the forward and one on the way back to (batch, n);
 - ``normal S=5``: the (batch, 5, n) standard-normal draws of ``noised_topk_hinge`` with
   ``n_samples=5``, from the generator the library uses for an int seed (NumPy's for NumPy,

@@ -42,6 +42,13 @@ def test_bench_losses_times_each_backend_in_a_process_of_its_own():
     assert bench_losses._without_backends(given) == ["--sizes", "8x50", "--markdown"]
 
 
+def test_layout_forms_benchmark_runs():
+    pytest.importorskip("torch")
+    out = _run("layout_forms.py", "--backend", "torch", "--sizes", "4x2000", "--repeat", "1")
+    (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("4x2000")]
+    assert len(row) == 4 and all(float(v) > 0 for v in row[1:])
+
+
 def test_floors_prints_one_header_and_every_backend():
     pytest.importorskip("torch")
     out = _run("floors.py", "--backends", "numpy,torch", "--sizes", "8x50", "--repeat", "1", "--markdown")

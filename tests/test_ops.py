@@ -103,9 +103,16 @@ def test_fma_and_gathers(xp):
     np.testing.assert_array_equal(to_numpy(ops.take_rows(ns, xa, asarray(xp, idx[:, 0]))), x[np.arange(4), idx[:, 0]])
 
 
+def xp_transpose(xp, a):
+    """A contiguous transposed copy of a 2-D array of the backend ``xp``."""
+    ns = namespace(a)
+    return ns.asarray(ns.permute_dims(a, (1, 0)), copy=True)
+
+
+@pytest.mark.parametrize("axis", [0, -1], ids=["nodes-first", "nodes-last"])
 @pytest.mark.parametrize("pairs", [0, 1, 3])
 @pytest.mark.parametrize("rows", [4, ops.FMA_HALVES_MIN // 8], ids=["small", "in-place"])
-def test_fma_halves(xp, rows, pairs):
+def test_fma_halves(xp, rows, pairs, axis):
     """Both halves of a child level, concatenated: each half within two roundings per term of
     base + sum(u * v) (fused or not), on the standard path and the in-place one (NumPy and eager
     torch, halves of FMA_HALVES_MIN entries and more); the inputs are left as they were."""
@@ -119,7 +126,11 @@ def test_fma_halves(xp, rows, pairs):
         return [tuple(asarray(xp, v, xp.float64) for v in pair) for pair in terms]
 
     args = (asarray(xp, base, xp.float64), dev(first), dev(second))
-    got = to_numpy(ops.fma_halves(ns, *args))
+    if axis == 0:
+        got = to_numpy(ops.fma_halves(ns, *args))
+    else:  # the same halves with the nodes on the last axis: transposed in, transposed back
+        t = lambda a: xp_transpose(xp, a)
+        got = to_numpy(ops.fma_halves(ns, t(args[0]), [tuple(map(t, p)) for p in args[1]], [tuple(map(t, p)) for p in args[2]], axis=-1)).T
     assert got.shape == (2 * rows, 8)
     for part, terms in ((got[:rows], first), (got[rows:], second)):
         want = base + sum((u * v for u, v in terms), np.zeros_like(base))

@@ -362,7 +362,7 @@ def test_which_form_takes_the_polynomials():
 def test_jax_on_a_cpu_builds_wide_trees_nodes_last():
     """Under XLA on a CPU, rows of NODES_LAST_MIN classes and more take nodes-last trees while every
     level of both trees is a list (k <= 20 in linear space, any k in log space); narrower rows
-    and eager backends keep nodes first. The values are the same either way."""
+    and NumPy keep nodes first. The values are the same either way."""
     from topkloss.adapters import namespace
 
     jnp = pytest.importorskip("jax.numpy")
@@ -387,3 +387,38 @@ def test_jax_on_a_cpu_builds_wide_trees_nodes_last():
             value_f, grad_f = jax.jit(jax.value_and_grad(lambda a: topkloss.smooth_topk_svm(a, jnp.asarray(y), k=k, reduction="sum")))(jnp.asarray(s))
         np.testing.assert_allclose(float(value), float(value_f), rtol=1e-6)
         np.testing.assert_allclose(np.asarray(grad), np.asarray(grad_f), rtol=1e-5, atol=1e-7)
+
+
+def test_torch_on_a_cpu_builds_wide_trees_nodes_last():
+    """Eager torch on a CPU builds list-only trees (k <= 6) of rows of NODES_LAST_MIN classes and
+    more nodes last, the in-place halves included (a row of 1000 classes at batch 256 has halves of
+    FMA_HALVES_MIN entries and more); k = 7 has stacked levels and keeps nodes first. The loss and
+    gradient equal those of nodes first, and of NumPy in float64."""
+    from topkloss.adapters import namespace
+    from topkloss.core import ops
+
+    torch = pytest.importorskip("torch")
+    wide = smooth_svm.NODES_LAST_MIN
+
+    def last(x, k):
+        return smooth_svm._plan(namespace(x), x, k)[3]
+
+    assert last(torch.zeros(4, wide), 6) and not last(torch.zeros(4, wide), 7) and not last(torch.zeros(4, wide - 1), 5)
+    rng = np.random.default_rng(1)
+    batch = 256
+    assert batch * (wide // 2) >= ops.FMA_HALVES_MIN  # the leaves level: halves of half the row
+    s = rng.normal(size=(batch, wide)) * 3
+    y = rng.integers(0, wide, size=batch)
+
+    def run(dtype):
+        t = torch.tensor(s, dtype=dtype, requires_grad=True)
+        topkloss.smooth_topk_svm(t, torch.tensor(y), k=5, reduction="sum").backward()
+        return t.grad.numpy().astype(np.float64)
+
+    grad_last = run(torch.float32)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(smooth_svm, "NODES_LAST_MIN", wide + 1)
+        grad_first = run(torch.float32)
+    np.testing.assert_allclose(grad_last, grad_first, rtol=1e-5, atol=1e-7)
+    _, want = topkloss.value_and_grad(topkloss.smooth_topk_svm)(s, y, k=5, reduction="sum")
+    np.testing.assert_allclose(run(torch.float64), want, rtol=1e-12, atol=1e-15)

@@ -111,7 +111,7 @@ def fma_halves(xp, base, first, second, axis=0):
     compilers fuse.
     """
     name = getattr(xp, "__name__", "")
-    large = axis == 0 and math.prod(base.shape) >= FMA_HALVES_MIN
+    large = math.prod(base.shape) >= FMA_HALVES_MIN
     torch_eager = large and name == "array_api_compat.torch" and _torch_writable(base, *[a for pair in first + second for a in pair])
     if not (torch_eager or (large and name in ("numpy", "array_api_compat.numpy"))):
         halves = []
@@ -121,9 +121,11 @@ def fma_halves(xp, base, first, second, axis=0):
                 acc = fma(xp, acc, u, v)
             halves.append(acc)
         return xp.concat(halves, axis=axis)
-    h = base.shape[0]
-    out = xp.empty((2 * h, *base.shape[1:]), dtype=base.dtype, device=_device(base))
-    for part, pairs in ((out[:h, ...], first), (out[h:, ...], second)):
+    h = base.shape[axis]
+    shape = (2 * h, *base.shape[1:]) if axis == 0 else (*base.shape[:-1], 2 * h)
+    out = xp.empty(shape, dtype=base.dtype, device=_device(base))
+    parts = (out[:h, ...], out[h:, ...]) if axis == 0 else (out[..., :h], out[..., h:])
+    for part, pairs in zip(parts, (first, second)):
         if not pairs:
             part[...] = base
             continue

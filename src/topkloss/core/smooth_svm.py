@@ -129,8 +129,8 @@ def _on_cuda(xp, s):
 
 
 NODES_LAST_MIN = 1000
-"""Under XLA on a CPU the trees are built nodes last (:func:`~.esf.nodes_last_applies`) for rows of
-at least this many classes. ``benchmarks/ab.py`` (JAX, 3 rounds, nodes last against nodes first
+"""Under XLA and torch on a CPU the trees are built nodes last (:func:`~.esf.nodes_last_applies`) for
+rows of at least this many classes. ``benchmarks/ab.py`` (JAX, 3 rounds, nodes last against nodes first
 at every width): 0.81-0.88x the time at k = 5 for 256 x 10000 and 64 x 100000, 0.43-0.49x for the
 log-space trees of k = 10 and 20 there; 0.82-1.00x at 256 x 1000; 1.12x (k = 5) and 1.22x
 (k = 20) at 256 x 100, where the halves of a row are short."""
@@ -139,8 +139,8 @@ log-space trees of k = 10 and 20 there; 0.82-1.00x at 256 x 1000; 1.12x (k = 5) 
 def _plan(xp, s, k):
     """(mode, whether the polynomials run in float64, whether by prefix sums, whether the trees
     are built nodes last) for scores ``s``: shapes and dtypes only. Prefix sums run in float64
-    (their rounding grows with the row). Nodes last (:func:`~.esf.nodes_last_applies`, XLA on a
-    CPU): both trees, of U and of w, take the rows as they are, with no transposed copy."""
+    (their rounding grows with the row). Nodes last (:func:`~.esf.nodes_last_applies`, XLA and
+    torch on a CPU): both trees, of U and of w, take the rows as they are, with no transposed copy."""
     mode = plan_mode(s.shape[-1] - k, k, s.dtype == xp.float64, float64_available(xp))
     scan = scan_applies(xp, s, k, mode)
     wide = mode == "linear64" or (scan and s.dtype != xp.float64)
