@@ -9,8 +9,8 @@ nodes first (below 1: nodes last is faster). Usage::
     python benchmarks/layout_forms.py --backend torch --sizes 256x1000,256x10000,64x100000
     python benchmarks/layout_forms.py --backend numpy
 
-Only list-only trees can be built nodes last (k <= 6 on eager backends): at larger k both
-columns time nodes first.
+Only list-only trees can be built nodes last (k <= 6 on eager backends); the script checks
+that the plan takes each forced layout, and stops where it cannot.
 """
 
 from __future__ import annotations
@@ -27,14 +27,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_losses
 
 import topkloss
+import topkloss.adapters
 from topkloss.core import esf, smooth_svm
+
+
+NAMES = {"torch": ("array_api_compat.torch",), "numpy": ("numpy", "array_api_compat.numpy")}
+"""The namespace names of each backend's arrays (NumPy's come through array-api-compat)."""
 
 
 def _forced(backend, last):
     """Force the layout: nodes last at every width for ``backend``'s namespace, or nowhere."""
-    names = {"torch": "array_api_compat.torch", "numpy": "numpy", "jax": "jax.numpy"}
-    esf.NODES_LAST_EAGER = (names[backend],) if last else ()
+    esf.NODES_LAST_EAGER = NAMES[backend] if last else ()
     smooth_svm.NODES_LAST_MIN = 0 if last else 1 << 62
+
+
+def planned_layout(backend, scores, k):
+    """Whether the smooth SVM's plan builds the trees nodes last for ``scores`` as ``backend``'s
+    array: the check that forcing took effect."""
+    x = scores
+    if backend == "torch":
+        import torch
+
+        x = torch.asarray(scores)
+    return smooth_svm._plan(topkloss.adapters.namespace(x), x, k)[3]
 
 
 def main(argv=None):
@@ -53,6 +68,10 @@ def main(argv=None):
         scores = rng.normal(size=(batch, n)).astype(np.float32)
         labels = rng.integers(0, n, size=batch)
         step = bench_losses.BACKENDS[a.backend](scores, labels)(topkloss.smooth_topk_svm, dict(k=a.k))
+        for last in (True, False):  # each column times the layout it names, or the script stops
+            _forced(a.backend, last)
+            if planned_layout(a.backend, scores, a.k) != last:
+                sys.exit(f"{size}, k = {a.k}: the trees cannot be built nodes {'last' if last else 'first'} here")
         times = {True: [], False: []}
         for r in range(a.repeat + 1):
             for last in (True, False):

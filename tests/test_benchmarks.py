@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -42,11 +43,29 @@ def test_bench_losses_times_each_backend_in_a_process_of_its_own():
     assert bench_losses._without_backends(given) == ["--sizes", "8x50", "--markdown"]
 
 
-def test_layout_forms_benchmark_runs():
-    pytest.importorskip("torch")
-    out = _run("layout_forms.py", "--backend", "torch", "--sizes", "4x2000", "--repeat", "1")
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_layout_forms_benchmark_times_the_layouts_it_forces(backend):
+    """Each column is the layout it names: forcing reaches the backend's namespace (NumPy's
+    arrays come through array-api-compat under another name than "numpy")."""
+    pytest.importorskip(backend)
+    out = _run("layout_forms.py", "--backend", backend, "--sizes", "4x2000", "--repeat", "1")
     (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("4x2000")]
     assert len(row) == 4 and all(float(v) > 0 for v in row[1:])
+    sys.path.insert(0, str(BENCH))
+    try:
+        import layout_forms
+    finally:
+        sys.path.remove(str(BENCH))
+    from topkloss.core import esf, smooth_svm
+
+    scores = np.zeros((4, 2000), dtype=np.float32)
+    saved = esf.NODES_LAST_EAGER, smooth_svm.NODES_LAST_MIN
+    try:
+        for last in (True, False):
+            layout_forms._forced(backend, last)
+            assert layout_forms.planned_layout(backend, scores, 5) is last
+    finally:
+        esf.NODES_LAST_EAGER, smooth_svm.NODES_LAST_MIN = saved
 
 
 def test_floors_prints_one_header_and_every_backend():

@@ -17,8 +17,8 @@ its parent) times (its sibling): two truncated products per parent, no subtracti
 Representation: a polynomial with constant term 1 (every node of the tree has one) is a
 Python list ``[c_1, ..., c_d]`` of arrays of coefficients (or their logs), each of shape
 ``(nodes, ...)``: coefficient-major, **nodes on the first axis** and the batch on the
-last, so every operation is a plain loop over contiguous batch rows. Under XLA on a CPU the
-trees can also be built **nodes last** (``axis=-1``, :func:`nodes_last_applies`): the rows as
+last, so every operation is a plain loop over contiguous batch rows. Under XLA and eager
+torch on a CPU the trees can also be built **nodes last** (``axis=-1``, :func:`nodes_last_applies`): the rows as
 they come, with no transposed copy. The parent of nodes
 ``i`` and ``i + nodes/2`` is node ``i`` of the level above: both children of a level are
 contiguous blocks.
@@ -337,9 +337,10 @@ def nodes_last_applies(xp, like, m, k, mode="linear"):
 NODES_LAST_EAGER = ("array_api_compat.torch",)
 """Eager namespaces that build list-only trees nodes last on a CPU, as XLA does: torch, where the
 two transposed copies go. ``benchmarks/layout_forms.py`` (2-core CPU, k = 5, forward + backward,
-nodes last / nodes first in one process): torch 1.07 / 0.94 / 0.87 at 256 x 1000 / 256 x 10000 /
-64 x 100000, and ``benchmarks/ab.py`` against nodes first, 3 rounds, 0.89 / 0.89 / 0.72x the
-time. NumPy gained nothing (1.01 / 1.03 / 0.98), so it keeps nodes first."""
+nodes last / nodes first in one process): torch 0.97 / 0.93 / 0.89 at 256 x 1000 / 256 x 10000 /
+64 x 100000 (``benchmarks/ab.py`` against nodes first, 3 rounds: 0.89 / 0.89 / 0.72x the time);
+NumPy 1.43 / 1.60 / 1.02, its strided loops slower, so it keeps nodes first
+(``docs/benchmarks/layout-forms.txt``)."""
 
 
 def _is_xla(xp):

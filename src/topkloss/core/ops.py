@@ -101,7 +101,7 @@ extra operations (an empty array, two slices) cost eager torch more than the pas
 
 def fma_halves(xp, base, first, second, axis=0):
     """``concat([base + sum(u * v for u, v in first), base + sum(u * v for u, v in second)])``
-    along ``axis`` (0, or -1 for the nodes-last trees of JAX): the two halves of a child level in
+    along ``axis`` (0, or -1 for the nodes-last trees of JAX and torch): the two halves of a child level in
     :func:`~.esf.tree_backprop`.
 
     NumPy and eager torch write each half's last multiply-add into its place in one new array

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 
-from .esf import complement, nodes_last_applies, restore_tree, scan_backprop, scan_leaves, scan_prefix, tree_backprop, tree_levels, tree_residuals, tree_root
+from .esf import _is_xla, complement, nodes_last_applies, restore_tree, scan_backprop, scan_leaves, scan_prefix, tree_backprop, tree_levels, tree_residuals, tree_root
 from .op import Op
 from .ops import NEG_INF, _device, _torch_compiling, arange_like, clip, copy, float64_available, full_like_shape, fusion_barrier, logsumexp, on_accelerator, onehot, put_columns, scatter_columns, sigmoid, take_columns, top_k
 
@@ -185,7 +185,7 @@ def _backprop(xp, leaves, state, cotangent, scan, last):
     if last:
         return leaves * tree_backprop(xp, state, xp.permute_dims(cotangent, (1, 0)), m, axis=-1)
     grad = tree_backprop(xp, state, xp.permute_dims(cotangent, (1, 0)), m)  # (m, batch)
-    if getattr(xp, "__name__", "") == "jax.numpy":
+    if _is_xla(xp):
         # the product in the tree's layout, then the transpose apart from it: XLA's CPU fusion
         # of a transpose with an elementwise product is several times slower than the two alone
         return xp.permute_dims(fusion_barrier(xp, xp.permute_dims(leaves, (1, 0)) * grad), (1, 0))
