@@ -117,6 +117,26 @@ def test_level_sizes(m, rest):
         assert m <= sizes[0] <= max(m + 1, m + m // 8)
 
 
+@pytest.mark.parametrize("rest", [1, 64, 256])
+def test_padded_leaves_build_the_same_tree(rest):
+    """A caller may pad the leaves itself to padded_leaves(m) (the smooth SVM pads the scores'
+    copy): the tree of that many leaves has the same level sizes, so it pads nothing more and its
+    backward restores it from m alone. Where the padded count's tree would differ, m itself."""
+    from topkloss.core import esf
+
+    kept = 0
+    for m in range(1, 5000):
+        width, sizes = esf.padded_leaves(m, rest), esf.level_sizes(m, rest)
+        assert width in (m, sizes[0])
+        if width == sizes[0]:
+            assert esf.level_sizes(width, rest) == sizes
+        else:
+            kept += 1
+            assert esf.level_sizes(sizes[0], rest) != sizes
+    assert kept < 5000 // 2  # most counts are padded up front
+    assert esf.padded_leaves(1000, 256) == 1024 and esf.padded_leaves(2817, 64) == 2817
+
+
 @pytest.mark.parametrize("stacked", [False, True])
 @pytest.mark.parametrize("m", [3, 5, 9, 37, 100, 1000])
 def test_linear_tree_and_its_reverse_pass_with_padded_levels(monkeypatch, m, stacked):
@@ -137,9 +157,13 @@ def test_linear_tree_and_its_reverse_pass_with_padded_levels(monkeypatch, m, sta
     np.testing.assert_allclose(esf.tree_root(np, levels, k, x, "linear").T, want[:, 1:], rtol=1e-12)
     cot = rng.normal(size=(k, batch))
     got = esf.tree_backprop(np, levels, cot, m)
+    times = esf.tree_backprop(np, levels, cot, m, times_leaves=True)  # x_i dF/dx_i, fused where level 1 is a list
+    assert times.shape == (m, batch)
     for i in sorted({0, m // 2, m - 1}):
         rest = np.exp(_dp_log_esf(np.log(np.delete(x, i, axis=0).T), k - 1))  # (batch, k)
-        np.testing.assert_allclose(got[i], np.sum(cot.T * rest, axis=-1), rtol=1e-10, atol=1e-12)
+        want_i = np.sum(cot.T * rest, axis=-1)
+        np.testing.assert_allclose(got[i], want_i, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(times[i], x[i] * want_i, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["linear", "log"])
@@ -171,6 +195,10 @@ def test_nodes_last_trees_equal_nodes_first(monkeypatch, m, mode):
     if mode == "linear":
         cot = rng.normal(size=(k, batch))
         np.testing.assert_array_equal(esf.tree_backprop(np, first, cot, m).T, esf.tree_backprop(np, last, cot, m, axis=-1))
+        times_first = esf.tree_backprop(np, first, cot, m, times_leaves=True)
+        times_last = esf.tree_backprop(np, last, cot, m, axis=-1, times_leaves=True)
+        np.testing.assert_array_equal(times_first.T, times_last)
+        assert times_last.shape == (batch, m) and times_last.flags.c_contiguous  # no padding to cut
     else:
         for a, b in zip(esf.complement(np, first, k - 1, m), esf.complement(np, last, k - 1, m, axis=-1)):
             np.testing.assert_array_equal(a.T, b)

@@ -103,19 +103,50 @@ def test_fma_and_gathers(xp):
     np.testing.assert_array_equal(to_numpy(ops.take_rows(ns, xa, asarray(xp, idx[:, 0]))), x[np.arange(4), idx[:, 0]])
 
 
+@pytest.mark.parametrize("exponentiate", [True, False], ids=["exp", "gaps"])
+def test_exp_gaps(xp, exponentiate):
+    """exp(clip(x - c, lo, 0) / scale): subtracted, clipped, divided with one rounding each (the
+    same bits as NumPy's float64 steps), for -inf entries, entries above c (clipped to 0) and
+    below lo; in place in x on NumPy and eager torch, where x is a temporary the caller owns."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 9)) * 50
+    x[0, 1], x[2, 4] = -np.inf, -np.inf
+    c = np.sort(x, axis=-1)[:, -3:-2]  # the third largest: two entries of each row above it
+    lo, scale = -60.0, 7.0
+    gaps = np.clip(x - c, lo, 0.0) / scale
+    assert np.any(x - c > 0) and np.any(x - c < lo)
+    xa = asarray(xp, x, xp.float64)
+    ns = namespace(xa)
+    got = to_numpy(ops.exp_gaps(ns, xa, asarray(xp, c, xp.float64), lo, scale, exponentiate=exponentiate))
+    want = np.exp(gaps) if exponentiate else gaps
+    # a few ulps: libraries' exp differ, and XLA may divide by a constant as a product
+    np.testing.assert_allclose(got, want, rtol=8 * np.finfo(np.float64).eps, atol=0)
+    if exponentiate:
+        assert np.all(got[x - c >= 0] == 1.0)
+        np.testing.assert_allclose(got[0, 1], np.exp(lo / scale), rtol=8 * np.finfo(np.float64).eps)  # -inf: clipped to lo
+    if isinstance(xa, np.ndarray) or hasattr(xa, "is_contiguous"):  # NumPy, torch: in place, the standard steps' bits
+        x2, c2 = asarray(xp, x, xp.float64), asarray(xp, c, xp.float64)
+        standard = ops.clip(ns, x2 - c2, lo, 0.0) / scale
+        standard = to_numpy(ns.exp(standard) if exponentiate else standard)
+        np.testing.assert_array_equal(to_numpy(ops.exp_gaps(ns, x2, c2, lo, scale, exponentiate=exponentiate)), standard)
+        np.testing.assert_array_equal(to_numpy(x2), standard)  # written into x itself
+
+
 def xp_transpose(xp, a):
     """A contiguous transposed copy of a 2-D array of the backend ``xp``."""
     ns = namespace(a)
     return ns.asarray(ns.permute_dims(a, (1, 0)), copy=True)
 
 
+@pytest.mark.parametrize("cut", [False, True], ids=["whole", "stop"])
 @pytest.mark.parametrize("axis", [0, -1], ids=["nodes-first", "nodes-last"])
 @pytest.mark.parametrize("pairs", [0, 1, 3])
 @pytest.mark.parametrize("rows", [4, ops.FMA_HALVES_MIN // 8], ids=["small", "in-place"])
-def test_fma_halves(xp, rows, pairs, axis):
+def test_fma_halves(xp, rows, pairs, axis, cut):
     """Both halves of a child level, concatenated: each half within two roundings per term of
     base + sum(u * v) (fused or not), on the standard path and the in-place one (NumPy and eager
-    torch, halves of FMA_HALVES_MIN entries and more); the inputs are left as they were."""
+    torch, halves of FMA_HALVES_MIN entries and more); with ``stop``, the first ``stop`` entries
+    of that, as one contiguous array; the inputs are left as they were."""
     rng = np.random.default_rng(pairs)
     base = rng.normal(size=(rows, 8))
     first = [tuple(rng.normal(size=(rows, 8)) for _ in range(2)) for _ in range(pairs)]
@@ -126,15 +157,21 @@ def test_fma_halves(xp, rows, pairs, axis):
         return [tuple(asarray(xp, v, xp.float64) for v in pair) for pair in terms]
 
     args = (asarray(xp, base, xp.float64), dev(first), dev(second))
+    stop = 2 * rows - 3 if cut else None
     if axis == 0:
-        got = to_numpy(ops.fma_halves(ns, *args))
+        out = ops.fma_halves(ns, *args, stop=stop)
     else:  # the same halves with the nodes on the last axis: transposed in, transposed back
         t = lambda a: xp_transpose(xp, a)
-        got = to_numpy(ops.fma_halves(ns, t(args[0]), [tuple(map(t, p)) for p in args[1]], [tuple(map(t, p)) for p in args[2]], axis=-1)).T
-    assert got.shape == (2 * rows, 8)
+        out = ops.fma_halves(ns, t(args[0]), [tuple(map(t, p)) for p in args[1]], [tuple(map(t, p)) for p in args[2]], axis=-1, stop=stop)
+    got = to_numpy(out) if axis == 0 else to_numpy(out).T
+    assert got.shape == ((stop or 2 * rows), 8)
+    in_place = rows >= ops.FMA_HALVES_MIN // 8 and (isinstance(out, np.ndarray) or hasattr(out, "is_contiguous"))
+    if in_place:  # one array, not a view of a longer one
+        assert out.flags.c_contiguous if isinstance(out, np.ndarray) else out.is_contiguous()
     for part, terms in ((got[:rows], first), (got[rows:], second)):
-        want = base + sum((u * v for u, v in terms), np.zeros_like(base))
-        bound = 2 * pairs * np.finfo(np.float64).eps * (np.abs(base) + sum((np.abs(u * v) for u, v in terms), np.zeros_like(base)))
+        size = part.shape[0]
+        want = base[:size] + sum((u[:size] * v[:size] for u, v in terms), np.zeros_like(base[:size]))
+        bound = 2 * pairs * np.finfo(np.float64).eps * (np.abs(base[:size]) + sum((np.abs(u[:size] * v[:size]) for u, v in terms), np.zeros_like(base[:size])))
         assert np.all(np.abs(part - want) <= bound)
     np.testing.assert_array_equal(to_numpy(args[0]), base)
     for given, terms in ((args[1], first), (args[2], second)):

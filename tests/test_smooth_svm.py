@@ -389,23 +389,28 @@ def test_jax_on_a_cpu_builds_wide_trees_nodes_last():
         np.testing.assert_allclose(np.asarray(grad), np.asarray(grad_f), rtol=1e-5, atol=1e-7)
 
 
-def test_torch_on_a_cpu_builds_wide_trees_nodes_last():
+@pytest.mark.parametrize("batch, wide", [(256, 1000), (64, 2817)], ids=["copy-padded", "tree-padded"])
+def test_torch_on_a_cpu_builds_wide_trees_nodes_last(batch, wide):
     """Eager torch on a CPU builds list-only trees (k <= 6) of rows of NODES_LAST_MIN classes and
     more nodes last, the in-place halves included (a row of 1000 classes at batch 256 has halves of
     FMA_HALVES_MIN entries and more); k = 7 has stacked levels and keeps nodes first. The loss and
-    gradient equal those of nodes first, and of NumPy in float64."""
+    gradient equal those of nodes first, and of NumPy in float64; the gradient is one contiguous
+    array. Both ways to pad the leaves: in the scores' copy (esf.padded_leaves, 1000 -> 1024) and,
+    where a tree of the padded count would be padded further, by the tree (2817 at batch 64)."""
     from topkloss.adapters import namespace
-    from topkloss.core import ops
+    from topkloss.core import esf, ops
 
     torch = pytest.importorskip("torch")
-    wide = smooth_svm.NODES_LAST_MIN
+    assert wide >= smooth_svm.NODES_LAST_MIN
+    assert (esf.padded_leaves(wide, batch) > wide) == (wide == 1000)
+    assert esf.level_sizes(wide, batch)[0] > wide  # padded either way
 
     def last(x, k):
         return smooth_svm._plan(namespace(x), x, k)[3]
 
-    assert last(torch.zeros(4, wide), 6) and not last(torch.zeros(4, wide), 7) and not last(torch.zeros(4, wide - 1), 5)
+    assert last(torch.zeros(4, wide), 6) and not last(torch.zeros(4, wide), 7)
+    assert not last(torch.zeros(4, smooth_svm.NODES_LAST_MIN - 1), 5)
     rng = np.random.default_rng(1)
-    batch = 256
     assert batch * (wide // 2) >= ops.FMA_HALVES_MIN  # the leaves level: halves of half the row
     s = rng.normal(size=(batch, wide)) * 3
     y = rng.integers(0, wide, size=batch)
@@ -422,3 +427,5 @@ def test_torch_on_a_cpu_builds_wide_trees_nodes_last():
     np.testing.assert_allclose(grad_last, grad_first, rtol=1e-5, atol=1e-7)
     _, want = topkloss.value_and_grad(topkloss.smooth_topk_svm)(s, y, k=5, reduction="sum")
     np.testing.assert_allclose(run(torch.float64), want, rtol=1e-12, atol=1e-15)
+    _, grad = topkloss.value_and_grad(topkloss.smooth_topk_svm)(torch.tensor(s, dtype=torch.float32), torch.tensor(y), k=5)
+    assert grad.is_contiguous() and grad.shape == (batch, wide)

@@ -123,6 +123,14 @@ def _pad_nodes(xp, level, size, mode, axis=0):
     return xp.concat([level, pad], axis=1)
 
 
+def padded_leaves(m, rest=1):
+    """How many leaves a caller may pass for a tree of ``m`` leaves, padding included
+    (:func:`level_sizes`' first count), so that :func:`tree_levels` pads nothing and builds the
+    same levels: ``m`` itself where a tree of the padded count would be padded further."""
+    sizes = level_sizes(m, rest)
+    return sizes[0] if level_sizes(sizes[0], rest) == sizes else m
+
+
 def pad_leaves(xp, leaves, mode="log", axis=0):
     """Leaves ``(m, ...)`` (``(..., m)`` with ``axis=-1``) padded with zeros (``-inf`` in log mode)
     to :func:`level_sizes`' first count."""
@@ -413,7 +421,7 @@ def complement(xp, levels, degree, m, mode="log", axis=0):
     return [_cut(c, None, m, axis) for c in outside]
 
 
-def tree_backprop(xp, levels, cotangent, m, axis=0):
+def tree_backprop(xp, levels, cotangent, m, axis=0, times_leaves=False):
     r"""Reverse mode through a linear-space product tree: :math:`\partial F / \partial x_i` for every leaf.
 
     ``F = sum_j cotangent[j-1] * e_j`` (root coefficients, ``j = 1..len(cotangent)``;
@@ -426,6 +434,13 @@ def tree_backprop(xp, levels, cotangent, m, axis=0):
     same sum taken with absolute values. Stacked levels (:func:`level_forms`) are walked in
     stacked form. With ``axis=-1`` (:func:`nodes_last_applies`) the nodes are on the last axis and
     the result is ``(..., m)``.
+
+    ``times_leaves=True`` returns :math:`x_i\,\partial F/\partial x_i` instead, folded into the
+    last step where level 1 is a list: for the leaves :math:`a, b` of one node,
+    :math:`x_a (R_1 + x_b R_2) = x_a R_1 + e_2 R_2` with the node's own :math:`e_2 = x_a x_b`, so
+    the two leaves share one product and no separate pass multiplies the result by the leaves
+    (the same roundings, reordered: every factor but ``R`` is non-negative). The result has
+    exactly ``m`` entries along the nodes' axis (a contiguous array, no padding to cut).
     """
     if isinstance(cotangent, list):
         r = [g[None, ...] if axis == 0 else g[..., None] for g in cotangent]
@@ -441,6 +456,9 @@ def tree_backprop(xp, levels, cotangent, m, axis=0):
         level = _as_list(child)
         r = [_cut(a, None, half, axis) for a in _as_list(r)]
         first, second = _halves(level, half, axis)
+        if times_leaves and child is levels[0] and len(r) == 2:  # x_a R_1 + e_2 R_2, and for b
+            shared = _cut(parent[1], None, half, axis) * r[1]
+            return fma_halves(xp, shared, [(first[0], r[0])], [(second[0], r[0])], axis, stop=m)
         children = []
         for j in range(1, len(level) + 1):
             # node i of the first half pairs with sibling i of the second, and the reverse. Plain
@@ -454,7 +472,8 @@ def tree_backprop(xp, levels, cotangent, m, axis=0):
         del r
         r = fusion_barrier(xp, children)
         del children
-    return _cut(_as_list(r)[0], None, m, axis)
+    grad = _cut(_as_list(r)[0], None, m, axis)
+    return grad * _cut(_as_list(levels[0])[0], None, m, axis) if times_leaves else grad
 
 
 def scan_prefix(xp, x, k):

@@ -99,10 +99,12 @@ FMA_HALVES_MIN = 1 << 16
 extra operations (an empty array, two slices) cost eager torch more than the pass they save."""
 
 
-def fma_halves(xp, base, first, second, axis=0):
+def fma_halves(xp, base, first, second, axis=0, stop=None):
     """``concat([base + sum(u * v for u, v in first), base + sum(u * v for u, v in second)])``
     along ``axis`` (0, or -1 for the nodes-last trees of JAX and torch): the two halves of a child level in
-    :func:`~.esf.tree_backprop`.
+    :func:`~.esf.tree_backprop`. With ``stop``, only the first ``stop`` entries along ``axis``
+    (at least one half's): the second half's operands are cut before they are combined, so no
+    entry past ``stop`` is computed and the result is one contiguous array.
 
     NumPy and eager torch write each half's last multiply-add into its place in one new array
     (``out=``) when the halves are large (:data:`FMA_HALVES_MIN`), where the standard spelling
@@ -110,26 +112,34 @@ def fma_halves(xp, base, first, second, axis=0):
     fewer. Elsewhere (JAX, CuPy, ``torch.compile``, ``torch.func``) the standard spelling, which
     compilers fuse.
     """
+    h = base.shape[axis]
+    if stop is not None and stop < 2 * h:
+        def cut(a):
+            return a[: stop - h, ...] if axis == 0 else a[..., : stop - h]
+
+        second = [(cut(u), cut(v)) for u, v in second]
+        base_2 = cut(base)
+    else:
+        base_2, stop = base, 2 * h
     name = getattr(xp, "__name__", "")
     large = math.prod(base.shape) >= FMA_HALVES_MIN
     torch_eager = large and name == "array_api_compat.torch" and _torch_writable(base, *[a for pair in first + second for a in pair])
     if not (torch_eager or (large and name in ("numpy", "array_api_compat.numpy"))):
         halves = []
-        for pairs in (first, second):
-            acc = base
+        for start, pairs in ((base, first), (base_2, second)):
+            acc = start
             for u, v in pairs:
                 acc = fma(xp, acc, u, v)
             halves.append(acc)
         return xp.concat(halves, axis=axis)
-    h = base.shape[axis]
-    shape = (2 * h, *base.shape[1:]) if axis == 0 else (*base.shape[:-1], 2 * h)
+    shape = (stop, *base.shape[1:]) if axis == 0 else (*base.shape[:-1], stop)
     out = xp.empty(shape, dtype=base.dtype, device=_device(base))
     parts = (out[:h, ...], out[h:, ...]) if axis == 0 else (out[..., :h], out[..., h:])
-    for part, pairs in zip(parts, (first, second)):
+    for part, start, pairs in zip(parts, (base, base_2), (first, second)):
         if not pairs:
-            part[...] = base
+            part[...] = start
             continue
-        acc = base
+        acc = start
         for u, v in pairs[:-1]:
             acc = fma(xp, acc, u, v)
         u, v = pairs[-1]
@@ -160,6 +170,30 @@ def clip(xp, x, lo, hi):
     if getattr(xp, "__name__", "") == "array_api_compat.torch":
         return xp.clamp(x, lo, hi)
     return xp.clip(x, min=lo, max=hi)
+
+
+def exp_gaps(xp, x, c, lo, scale, exponentiate=True):
+    """``exp(clip(x - c, lo, 0) / scale)`` (without the ``exp`` unless ``exponentiate``), ``c``
+    broadcast against ``x``: subtracted before dividing, one rounding each, as the numerical
+    contract asks.
+
+    ``x`` must be a temporary the caller owns: NumPy and eager torch compute every step in
+    place in it, where the standard spelling writes a new array per step (four of the size of
+    ``x``). Elsewhere (JAX, CuPy, ``torch.compile``, ``torch.func``) the standard spelling,
+    which compilers fuse into one pass.
+    """
+    name = getattr(xp, "__name__", "")
+    if name == "array_api_compat.torch" and _torch_writable(x, c):
+        x.sub_(c).clamp_(lo, 0.0).div_(scale)
+        return x.exp_() if exponentiate else x
+    if name in ("numpy", "array_api_compat.numpy"):
+        np = sys.modules["numpy"]
+        np.subtract(x, c, out=x)
+        np.clip(x, lo, 0.0, out=x)
+        np.divide(x, scale, out=x)
+        return np.exp(x, out=x) if exponentiate else x
+    z = clip(xp, x - c, lo, 0.0) / scale
+    return xp.exp(z) if exponentiate else z
 
 
 def fusion_barrier(xp, level):

@@ -49,9 +49,9 @@ from __future__ import annotations
 
 import math
 
-from .esf import _is_xla, complement, nodes_last_applies, restore_tree, scan_backprop, scan_leaves, scan_prefix, tree_backprop, tree_levels, tree_residuals, tree_root
+from .esf import _is_xla, complement, nodes_last_applies, padded_leaves, restore_tree, scan_backprop, scan_leaves, scan_prefix, tree_backprop, tree_levels, tree_residuals, tree_root
 from .op import Op
-from .ops import NEG_INF, _device, _torch_compiling, arange_like, clip, copy, float64_available, full_like_shape, fusion_barrier, logsumexp, on_accelerator, onehot, put_columns, scatter_columns, sigmoid, take_columns, top_k
+from .ops import NEG_INF, _device, _torch_compiling, arange_like, copy, exp_gaps, float64_available, full_like_shape, fusion_barrier, logsumexp, on_accelerator, onehot, put_columns, scatter_columns, sigmoid, take_columns, top_k
 
 __all__ = ["SMOOTH_TOPK_SVM", "TOPK_SVM", "plan_mode"]
 
@@ -183,7 +183,7 @@ def _backprop(xp, leaves, state, cotangent, scan, last):
         return leaves * scan_backprop(xp, state, cotangent)
     m = leaves.shape[-1]
     if last:
-        return leaves * tree_backprop(xp, state, xp.permute_dims(cotangent, (1, 0)), m, axis=-1)
+        return tree_backprop(xp, state, xp.permute_dims(cotangent, (1, 0)), m, axis=-1, times_leaves=True)
     grad = tree_backprop(xp, state, xp.permute_dims(cotangent, (1, 0)), m)  # (m, batch)
     if _is_xla(xp):
         # the product in the tree's layout, then the transpose apart from it: XLA's CPU fusion
@@ -234,8 +234,13 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last):
     """Everything both passes need: m = |T|, s_y - c, T's columns, and the polynomials of U and of
     w = 1/x_T (:func:`_polynomial`'s pairs)."""
     neg_inf = NEG_INF  # a Python scalar: takes the array's dtype and device
-    # the label out of the ranking: a copy of s with -inf written at y (O(batch) writes)
-    others = put_columns(xp, copy(xp, s), full_like_shape(xp, (s.shape[0], 1), neg_inf, s), labels[:, None])
+    # the label out of the ranking: a copy of s with -inf written at y (O(batch) writes). Nodes
+    # last, the copy already spans the tree's padded leaves (padded_leaves), its padding -inf as
+    # at y: x = 0 there, and the tree pads nothing (a pass over the leaves fewer)
+    batch, n = s.shape
+    width = padded_leaves(n, batch) if last else n
+    others = copy(xp, s) if width == n else xp.concat([s, full_like_shape(xp, (batch, width - n), neg_inf, s)], axis=-1)
+    others = put_columns(xp, others, full_like_shape(xp, (batch, 1), neg_inf, s), labels[:, None])
     vals, idx = top_k(xp, others, k)
     c = xp.min(vals, axis=-1, keepdims=True)  # the k-th largest (a min, not a slice: XLA keeps top_k)
     in_t = vals > c  # (batch, k): which of the top k are in T
@@ -243,11 +248,13 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last):
     # first: the division cannot overflow however far apart the scores are; below -_Z_CLIP
     # exp gives exactly 0 already (the label's -inf lands there), and T's entries, clipped to
     # 0, are written out of U below. One clip: every (batch, n) operation is a pass over memory.
-    z = clip(xp, others - c, -_Z_CLIP * k * tau, 0.0) / (k * tau)
+    # In place in `others` where the backend can (exp_gaps), exponentiated there unless in float64.
+    exp_now = mode == "linear" and not wide
+    z = exp_gaps(xp, others, c, -_Z_CLIP * k * tau, k * tau, exponentiate=exp_now)
     del others  # (batch, n) temporaries go before the trees are built: the peak is there
     if wide:
         z = xp.astype(z, xp.float64)
-    leaves = xp.exp(z) if mode == "linear" else z
+    leaves = xp.exp(z) if mode == "linear" and not exp_now else z
     del z
     # T leaves U (x = 0). The other top-k columns tie with c: z = 0 exactly, x = 1, written as is
     tie = xp.astype(~in_t, leaves.dtype)
