@@ -48,7 +48,7 @@ bench-docs: $(VENV)/.installed-test
 	$(PY) benchmarks/floors.py --markdown > docs/benchmarks/floors.md
 	$(PY) benchmarks/page_faults.py > docs/benchmarks/page-faults.txt
 	$(PY) benchmarks/jax_top_k.py > docs/benchmarks/jax-top-k.txt
-	$(PY) benchmarks/select_forms.py --sizes 256x100,256x500,256x1000,256x10000,64x100000 \
+	$(PY) benchmarks/select_forms.py --sizes 256x100,256x500,256x1000,256x10000,64x100000 --groups 16,32,64,128 \
 		> docs/benchmarks/select-forms.txt
 	$(PY) benchmarks/layout_forms.py --backend torch > docs/benchmarks/layout-forms.txt
 	$(PY) benchmarks/layout_forms.py --backend numpy >> docs/benchmarks/layout-forms.txt

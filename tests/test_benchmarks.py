@@ -95,6 +95,16 @@ def test_select_forms_benchmark_runs():
     assert len(row) == 7 and all(float(v) >= 0 for v in row[1:])  # the size and six forms
 
 
+def test_select_forms_times_group_sizes():
+    """--groups: NumPy's ops.top_k with each group size and maxima form forced, as ratios to the
+    planned form, and the planned group; rows too short for groups are left out."""
+    out = _run("select_forms.py", "--sizes", "4x50,4x5000", "--repeat", "1", "--groups", "16,32")
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("4x")]
+    assert [r[0] for r in rows] == ["4x50", "4x5000", "4x5000"]  # the first table, then the groups' row
+    size, planned_ms, group, *ratios = rows[-1]
+    assert int(group) == 16 and float(planned_ms) > 0 and len(ratios) == 4 and all(float(v) > 0 for v in ratios)
+
+
 def test_bench_losses_compile_mode_is_named_in_the_header():
     pytest.importorskip("torch")
     out = _run(

@@ -273,17 +273,21 @@ def test_jax_top_k_of_long_rows_equals_lax_top_k(kind):
             np.testing.assert_array_equal(np.asarray(i), want_i, err_msg=name)
 
 
+@pytest.mark.parametrize("n", [3 * ops.NUMPY_GROUPED_MIN + 5, 20005], ids=["slices", "reshaped"])
 @pytest.mark.parametrize("kind", LONG_ROW_KINDS)
 @pytest.mark.parametrize("k", [1, 6, 21])
-def test_numpy_selection_among_group_candidates(kind, k):
+def test_numpy_selection_among_group_candidates(kind, k, n):
     """Long NumPy rows select among the candidates of group maxima (``ops._grouped_candidates``):
     ``_partition_top`` gives the row's k largest values (the multiset, the k-th at k - 1) and
     ``top_k`` values largest first with indices that hold them, as the full ``partition`` does,
-    with a tail of columns outside the groups (n not a multiple of the group)."""
+    with a tail of columns outside the groups (n not a multiple of the group). The maxima of
+    slices, and of a reshaped view in wider rows, where k = 1 takes groups of 64."""
     import array_api_compat.numpy as cnp
 
     rng = np.random.default_rng(k)
-    batch, n = 7, 3 * ops.NUMPY_GROUPED_MIN + 5
+    batch = 7
+    assert (n >= ops.GROUP_MAXIMA_RESHAPE_MIN) == (n == 20005)
+    assert ops.top_k_group(n, k) == (64 if (n, k) == (20005, 1) else ops.TOP_K_GROUP)
     x = _long_rows(rng, kind, batch, n)
     x[1, -3:] = 50.0  # a row's largest values in the tail
     assert ops._grouped_applies(cnp, x, k)
@@ -299,6 +303,19 @@ def test_numpy_selection_among_group_candidates(kind, k):
     np.testing.assert_array_equal(np.take_along_axis(x, idx, axis=-1), values)
     assert all(len(set(row)) == k for row in idx.tolist())
     np.testing.assert_array_equal(x, before)
+
+
+def test_top_k_group_balances_maxima_and_candidates():
+    """The group size: a power of two from TOP_K_GROUP up, the largest with BALANCE k g^2 <= n;
+    never so wide that fewer than k groups remain."""
+    assert ops.top_k_group(1000, 6) == ops.top_k_group(10000, 6) == 16
+    assert ops.top_k_group(100000, 6) == 64 and ops.top_k_group(100000, 21) == 32
+    for n in (1000, 4000, 25000, 10**5, 10**6):
+        for k in (1, 6, 21):
+            g = ops.top_k_group(n, k)
+            assert g >= ops.TOP_K_GROUP and g & (g - 1) == 0 and n // g > k
+            assert g == ops.TOP_K_GROUP or ops.TOP_K_GROUP_BALANCE * k * g * g <= n
+            assert ops.TOP_K_GROUP_BALANCE * k * (2 * g) ** 2 > n
 
 
 def test_numpy_group_candidates_route_by_width():

@@ -318,12 +318,36 @@ def _partition_top(xp, x, k):
 
 NUMPY_GROUPED_MIN, TOP_K_GROUP = 1000, 16
 """NumPy selects among candidates (:func:`_grouped_candidates`) in rows of at least
-``max(NUMPY_GROUPED_MIN, 4 k TOP_K_GROUP)`` entries, groups of ``TOP_K_GROUP``.
+``max(NUMPY_GROUPED_MIN, 4 k TOP_K_GROUP)`` entries, groups of ``TOP_K_GROUP`` and wider (:func:`top_k_group`).
 ``benchmarks/select_forms.py`` (2-core AMD EPYC, k = 6, ms; ``docs/benchmarks/select-forms.txt``):
 values 1.52 -> 0.56 at 256 x 1000, 19.6 -> 3.2 at 256 x 10000, 37.5 -> 7.1 at 64 x 100000
 (``partition`` -> ``ops.top_k_values``); with indices 2.72 -> 0.87, 21.2 -> 3.3, 53.8 -> 7.0
 (``argpartition`` -> ``ops.top_k``). At 256 x 500 ``partition`` took 0.24 ms against 1.52 ms at
 256 x 1000: about three times less per entry."""
+
+
+TOP_K_GROUP_BALANCE = 4
+"""Wider rows take wider groups (:func:`top_k_group`): the largest power of two ``g >=
+TOP_K_GROUP`` with ``TOP_K_GROUP_BALANCE * k * g**2 <= n``, which balances the selection among
+the ``n / g`` group maxima against the gather and selection of the ``k g`` candidates."""
+
+GROUP_MAXIMA_RESHAPE_MIN = 4000
+"""Rows of at least this many entries take their group maxima as one reduction over a reshaped
+view; shorter ones as ``group - 1`` elementwise maxima of contiguous slices.
+``python benchmarks/select_forms.py --sizes 256x1000,256x2000,256x5000,256x10000,64x100000
+--groups 16,32,64,128 --repeat 31`` (2-core AMD EPYC, k = 6, ``ops.top_k``, forms interleaved in
+random order; time / this plan's): the slices at group 16, the form before, 1.03 / 0.93 / 1.19 /
+1.30 / 1.91; the reshaped view at group 16, 1.25 / 1.00 / 0.96 / 1.01 / 1.90, at 32 1.73 / 1.44 /
+1.11 / 0.96 / 1.29, at 128 7.61 / 5.37 / 2.36 / 1.91 / 1.05. The plan takes group 64 at
+64 x 100000 (:data:`TOP_K_GROUP_BALANCE`) and 16 below."""
+
+
+def top_k_group(n, k):
+    """The group size of :func:`_grouped_candidates` for rows of ``n`` entries and their ``k`` largest."""
+    g = TOP_K_GROUP
+    while TOP_K_GROUP_BALANCE * k * (2 * g) ** 2 <= n:
+        g *= 2
+    return g
 
 
 def _grouped_applies(xp, x, k):
@@ -335,23 +359,28 @@ def _grouped_applies(xp, x, k):
     )
 
 
-def _grouped_candidates(xp, x, k, group=TOP_K_GROUP):
+def _grouped_candidates(xp, x, k, group=None):
     """NumPy, long rows: the columns ``(batch, k * group + tail)`` of a set of candidates that
     holds the multiset of each row's ``k`` largest values, from one pass of group maxima and a
     selection among them.
 
-    With ``m = n // group``, group ``c`` holds columns ``c, c + m, ..., c + (group - 1) m`` (its
-    maxima are elementwise maxima of ``group`` contiguous slices: no strided reduction); the
+    With ``m = n // group`` (``group``: :func:`top_k_group`), group ``c`` holds columns ``c, c +
+    m, ..., c + (group - 1) m`` (its maxima are elementwise maxima of ``group`` contiguous slices,
+    taken as one reduction over axis 1 of the ``(batch, group, m)`` view in wide rows); the
     last ``n - group m`` columns are candidates always. The candidates are the ``k`` groups of
     largest maxima. If one of a row's top ``k`` entries is in no chosen group, each chosen group's
     maximum is at least its value: the candidates hold ``k`` entries at least as large, so their
     ``i``-th largest is the row's ``i``-th largest for every ``i <= k`` (NaN, which NumPy's
     selections rank largest, also wins its group's maximum)."""
     batch, n = x.shape
+    group = top_k_group(n, k) if group is None else group
     m = n // group
-    maxima = xp.asarray(x[:, :m], copy=True)
-    for j in range(1, group):
-        xp.maximum(maxima, x[:, j * m : (j + 1) * m], out=maxima)
+    if n >= GROUP_MAXIMA_RESHAPE_MIN:  # (batch, group, m): a view of the first group * m columns
+        maxima = xp.max(xp.reshape(x[:, : group * m], (batch, group, m)), axis=1)
+    else:
+        maxima = xp.asarray(x[:, :m], copy=True)
+        for j in range(1, group):
+            xp.maximum(maxima, x[:, j * m : (j + 1) * m], out=maxima)
     first = xp.argpartition(maxima, m - k, axis=-1)[:, m - k :]  # the k groups of largest maxima
     cols = xp.reshape(first[:, :, None] + m * xp.arange(group)[None, None, :], (batch, k * group))
     if group * m < n:
