@@ -6,7 +6,8 @@ always on the GPU), ``--sizes`` (BATCHxN, comma separated), ``--losses``, ``--re
 ``--markdown``, ``--memory``.
 
 Every loss and the cross-entropy baseline of the same backend are timed in the same run,
-interleaved, on the same inputs; the table reports the median time of each and their ratio.
+interleaved in a new random order each round (so that no step always follows the same one, or
+runs first), on the same inputs; the table reports the median time of each and their ratio.
 Each backend runs in a process of its own (the script starts itself once per backend), as in
 a program that uses one framework: in one process the frameworks timed earlier slowed NumPy
 down (NumPy's ``topk_transition`` at 256 x 1000 read 5.6x its cross-entropy after torch and JAX,
@@ -168,9 +169,10 @@ def run(backends, sizes, losses, repeat, dtype="float32", device="cpu", compile=
             for step in steps.values():
                 step()  # warm-up (and jit compilation)
             times = {name: [] for name in steps}
+            names, order = list(steps), np.random.default_rng(1)
             for _ in range(repeat):  # interleaved, so drifts in machine load hit all alike
-                for name, step in steps.items():
-                    times[name].append(_time_once(step))
+                for j in order.permutation(len(names)):  # shuffled: a step's cost can depend on the one before
+                    times[names[j]].append(_time_once(steps[names[j]]))
             ce = statistics.median(times["cross_entropy"])
             for name in losses:
                 t = statistics.median(times[name])

@@ -9,7 +9,7 @@ Runs ``benchmarks/bench_losses.py --markdown`` and writes
 
 Usage (from the repository root)::
 
-    python docs/scripts/bench_docs.py                      # CPU, --repeat 5
+    python docs/scripts/bench_docs.py                      # CPU, --repeat 9
     python docs/scripts/bench_docs.py --name gpu --machine "NVIDIA H100" -- --backends torch,jax
     python docs/scripts/bench_docs.py --from saved.txt     # re-render a saved run's output
 
@@ -96,7 +96,7 @@ def main(argv=None) -> None:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", default="cpu", help="output names: docs/benchmarks/NAME.md, docs/img/bench_NAME.png")
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=9)
     p.add_argument("--machine", default=None, help="how to name the machine (default: the CPU model)")
     p.add_argument("--from", dest="from_file", default=None, help="use a saved output of bench_losses.py --markdown")
     p.add_argument("--plot-only", action="store_true", help="only redraw the plot from docs/benchmarks/NAME.md")
