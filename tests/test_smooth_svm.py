@@ -415,9 +415,9 @@ def test_torch_on_a_cpu_builds_wide_trees_nodes_last(batch, wide):
     s = rng.normal(size=(batch, wide)) * 3
     y = rng.integers(0, wide, size=batch)
 
-    def run(dtype):
+    def run(dtype, k=5):
         t = torch.tensor(s, dtype=dtype, requires_grad=True)
-        topkloss.smooth_topk_svm(t, torch.tensor(y), k=5, reduction="sum").backward()
+        topkloss.smooth_topk_svm(t, torch.tensor(y), k=k, reduction="sum").backward()
         return t.grad.numpy().astype(np.float64)
 
     grad_last = run(torch.float32)
@@ -425,7 +425,9 @@ def test_torch_on_a_cpu_builds_wide_trees_nodes_last(batch, wide):
         mp.setattr(smooth_svm, "NODES_LAST_MIN", wide + 1)
         grad_first = run(torch.float32)
     np.testing.assert_allclose(grad_last, grad_first, rtol=1e-5, atol=1e-7)
-    _, want = topkloss.value_and_grad(topkloss.smooth_topk_svm)(s, y, k=5, reduction="sum")
-    np.testing.assert_allclose(run(torch.float64), want, rtol=1e-12, atol=1e-15)
+    for k in (5, 2, 1):  # k = 1: a tree of degree 1, whose backward multiplies by the leaves apart
+        assert last(torch.zeros(batch, wide), k)
+        _, want = topkloss.value_and_grad(topkloss.smooth_topk_svm)(s, y, k=k, reduction="sum")
+        np.testing.assert_allclose(run(torch.float64, k), want, rtol=1e-12, atol=1e-15)
     _, grad = topkloss.value_and_grad(topkloss.smooth_topk_svm)(torch.tensor(s, dtype=torch.float32), torch.tensor(y), k=5)
     assert grad.is_contiguous() and grad.shape == (batch, wide)
