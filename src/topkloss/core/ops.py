@@ -336,10 +336,12 @@ GROUP_MAXIMA_RESHAPE_MIN = 4000
 view; shorter ones as ``group - 1`` elementwise maxima of contiguous slices.
 ``python benchmarks/select_forms.py --sizes 256x1000,256x2000,256x5000,256x10000,64x100000
 --groups 16,32,64,128 --repeat 31`` (2-core AMD EPYC, k = 6, ``ops.top_k``, forms interleaved in
-random order; time / this plan's): the slices at group 16, the form before, 1.03 / 0.93 / 1.19 /
+random order; time / the plan's, run with this limit at 2000, so the plan at 256 x 2000 was the
+reshaped view): the slices at group 16, the form before, 1.03 / 0.93 / 1.19 /
 1.30 / 1.91; the reshaped view at group 16, 1.25 / 1.00 / 0.96 / 1.01 / 1.90, at 32 1.73 / 1.44 /
-1.11 / 0.96 / 1.29, at 128 7.61 / 5.37 / 2.36 / 1.91 / 1.05. The plan takes group 64 at
-64 x 100000 (:data:`TOP_K_GROUP_BALANCE`) and 16 below."""
+1.11 / 0.96 / 1.29, at 128 7.61 / 5.37 / 2.36 / 1.91 / 1.05. The slices won at 2000 (0.93 against
+1.00) and the view at 5000 (0.96 against 1.19): hence this limit between them. The plan takes
+group 64 at 64 x 100000 (:data:`TOP_K_GROUP_BALANCE`) and 16 below."""
 
 
 def top_k_group(n, k):
