@@ -37,7 +37,7 @@ docs-plots: $(VENV)/.installed-test
 	$(PY) docs/scripts/plot_losses.py
 	$(PY) docs/scripts/numerics.py
 
-# Rerun the benchmark and rewrite docs/benchmarks/{cpu,memory,cpu-compile,floors}.md, {page-faults,jax-top-k,select-forms,layout-forms}.txt and docs/img/bench_cpu.png.
+# Rerun the benchmark and rewrite docs/benchmarks/{cpu,memory,cpu-compile,floors}.md, {page-faults,jax-top-k,torch-top-k,select-forms,layout-forms}.txt and docs/img/bench_cpu.png.
 bench-docs: $(VENV)/.installed-test
 	$(PY) docs/scripts/bench_docs.py
 	$(PY) benchmarks/bench_losses.py --memory-only --markdown --sizes 256x10000,64x100000 \
@@ -48,6 +48,7 @@ bench-docs: $(VENV)/.installed-test
 	$(PY) benchmarks/floors.py --markdown > docs/benchmarks/floors.md
 	$(PY) benchmarks/page_faults.py > docs/benchmarks/page-faults.txt
 	$(PY) benchmarks/jax_top_k.py > docs/benchmarks/jax-top-k.txt
+	$(PY) benchmarks/torch_top_k.py > docs/benchmarks/torch-top-k.txt
 	$(PY) benchmarks/select_forms.py --sizes 256x100,256x500,256x1000,256x10000,64x100000 --groups 16,32,64,128 \
 		> docs/benchmarks/select-forms.txt
 	$(PY) benchmarks/layout_forms.py --backend torch > docs/benchmarks/layout-forms.txt

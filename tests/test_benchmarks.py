@@ -89,6 +89,15 @@ def test_jax_top_k_benchmark_runs():
     assert row[2] == "True"  # the blocked form at this size
 
 
+def test_torch_top_k_benchmark_runs():
+    pytest.importorskip("torch")
+    out = _run("torch_top_k.py", "--sizes", "4x100,4x200,4x400", "--ks", "5", "--repeat", "1", "--threads", "1")
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("4x")]
+    assert [r[0] for r in rows] == ["4x100", "4x200"]  # 400 >= 64 k: the heap already, no row
+    # one thread: 200 entries at TORCH_NTH_ELEMENT_COST each cost more than the heap's 320, 100 less
+    assert [r[2] for r in rows] == ["False", "True"] and all(len(r) == 6 for r in rows)
+
+
 def test_select_forms_benchmark_runs():
     out = _run("select_forms.py", "--sizes", "4x50", "--repeat", "1")
     (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("4x50")]

@@ -406,3 +406,62 @@ def test_top_k_values_and_indices(xp):
         np.testing.assert_array_equal(vals, -np.sort(-rows, axis=-1)[:, :k])
         np.testing.assert_array_equal(np.take_along_axis(rows, idx.astype(np.int64), axis=-1), vals)
         assert all(len(set(r)) == k for r in idx.tolist())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_torch_top_k_of_rows_padded_to_the_heap(monkeypatch, dtype, k):
+    """Eager torch on a CPU may pad rows with -inf to ``TORCH_HEAP_TOP_K k`` entries before
+    ``torch.topk`` (forced here, whatever the cost model says): the values are the row's k
+    largest, largest first, at distinct indices inside the row that hold them; rows of ties,
+    of -inf (a row with fewer than k finite entries, one all -inf) and with a NaN included.
+    The input is not modified."""
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as ctorch
+
+    rng = np.random.default_rng(k)
+    n = 40
+    rows = np.concatenate([rng.normal(size=(8, n)), rng.integers(0, 3, size=(20, n)).astype(np.float64)])
+    rows[0, 2:] = -np.inf  # two finite entries
+    rows[1, :] = -np.inf
+    rows[2, 7] = np.nan
+    x = torch.asarray(rows.astype(dtype))
+    before = x.clone()
+    widths = []
+    real_topk = ctorch.topk
+    monkeypatch.setattr(ctorch, "topk", lambda a, *args, **kw: widths.append(a.shape[-1]) or real_topk(a, *args, **kw))
+    monkeypatch.setattr(ops, "torch_pads_top_k", lambda rows, n, k, threads: True)
+    vals, idx = ops.top_k(ctorch, x, k)
+    assert widths == [ops.TORCH_HEAP_TOP_K * k]
+    want_v = real_topk(before, k, dim=-1)[0]
+    torch.testing.assert_close(vals, want_v, equal_nan=True, rtol=0, atol=0)
+    assert int(idx.max()) < n and all(len(set(r)) == k for r in idx.tolist())
+    torch.testing.assert_close(torch.take_along_dim(before, idx, dim=-1), vals, equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(x, before, equal_nan=True, rtol=0, atol=0)
+
+
+def test_torch_pads_top_k_where_its_cost_model_says():
+    """The cost model of ATen's two CPU selections (``benchmarks/torch_top_k.py`` prints both
+    forms' times beside it): padding only below ``TORCH_HEAP_TOP_K k`` entries and from k up;
+    k = 5 at 256 x 100 pads on two threads (the padded rows split into two tasks, the row as
+    is in one) but not on one; 256 x 100 at k = 20 not on one or two threads (1280 entries
+    against 100), but on eight (eight tasks against one)."""
+    heap = ops.TORCH_HEAP_TOP_K
+    assert not ops.torch_pads_top_k(256, 5 * heap, 5, 2) and not ops.torch_pads_top_k(256, 4, 5, 2)
+    assert ops.torch_pads_top_k(256, 100, 5, 2) and not ops.torch_pads_top_k(256, 100, 5, 1)
+    assert ops.torch_pads_top_k(256, 300, 5, 1) and ops.torch_pads_top_k(256, 5 * heap - 1, 5, 1)
+    assert not any(ops.torch_pads_top_k(256, 100, 20, t) for t in (1, 2)) and ops.torch_pads_top_k(256, 100, 20, 8)
+    assert ops.torch_pads_top_k(256, 1000, 20, 2)
+
+
+def test_torch_top_k_pads_only_eager_floating_cpu_rows():
+    """No padding for integer rows (no -inf to pad with) nor while torch.compile traces; the
+    cost model decides for floating rows on a CPU."""
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as ctorch
+
+    threads = torch.get_num_threads()
+    x = torch.zeros((256, 100))
+    assert ops._torch_pads(ctorch, x, 5) == ops.torch_pads_top_k(256, 100, 5, threads)
+    assert not ops._torch_pads(ctorch, torch.zeros((256, 100), dtype=torch.int64), 5)
+    assert not ops._torch_pads(ctorch, torch.zeros((256, 5 * ops.TORCH_HEAP_TOP_K)), 5)

@@ -481,7 +481,15 @@ def _native_top_k(xp):
     # by the namespace's name (array-api-compat's is_*_namespace are lru_cached, which dynamo warns about)
     name = getattr(xp, "__name__", "")
     if name == "array_api_compat.torch":
-        return lambda x, k: xp.topk(x, k, dim=-1)
+
+        def top_k(x, k):
+            if x.ndim == 2 and _torch_pads(xp, x, k):
+                # -inf after the row: ATen's heap never lets one in (it admits only entries strictly
+                # larger than its k-th, and the row's own n >= k entries fill it first)
+                x = xp.concat([x, full_like_shape(xp, (x.shape[0], TORCH_HEAP_TOP_K * k - x.shape[1]), NEG_INF, x)], axis=-1)
+            return xp.topk(x, k, dim=-1)
+
+        return top_k
     if name == "jax.numpy":
         lax = sys.modules["jax"].lax
 
@@ -499,6 +507,48 @@ def _native_top_k(xp):
     if name in _NUMPY_LIKE:
         return lambda x, k: _argpartition_top_k(xp, x, k)
     return None
+
+
+TORCH_HEAP_TOP_K = 64
+"""ATen's CPU top-k selects a row of ``n`` entries with a heap of ``k`` (``std::partial_sort``)
+when ``TORCH_HEAP_TOP_K * k <= n``, else with ``std::nth_element``, whose branches on random
+data are unpredictable: ``benchmarks/torch_top_k.py`` (torch 2.13, 2-core CPU) read 0.27 ms for
+256 x 100 at k = 5 as is, 0.19 ms padded to 320 entries (``docs/benchmarks/torch-top-k.txt``)."""
+
+TORCH_TOP_K_GRAIN = 32768
+"""ATen runs a CPU top-k on up to ``torch.get_num_threads()`` threads, in tasks of whole rows
+holding at least this many entries: 256 rows of 128 entries take one thread, of 129 two
+(``benchmarks/torch_top_k.py --sizes 256x128,256x129 --ks 5``, as is: 0.35 against 0.19 ms on
+two threads)."""
+
+TORCH_NTH_ELEMENT_COST = 2.3
+"""What one entry costs ATen's ``nth_element`` top-k against one entry of the heap, on random
+data (``benchmarks/torch_top_k.py --threads 1``: 2.1-2.5 at k = 2, 5 and 10, n = 100-300,
+each form's time per entry)."""
+
+
+def torch_pads_top_k(rows, n, k, threads=1):
+    """Whether torch on a CPU pads rows of ``n`` entries with ``-inf`` to ``TORCH_HEAP_TOP_K * k``
+    before their top ``k``: a cost model of ATen's two selections (:data:`TORCH_HEAP_TOP_K`)
+    and their threads (:data:`TORCH_TOP_K_GRAIN`). Static: shapes and the thread count.
+    ``benchmarks/torch_top_k.py`` prints both forms' times beside this answer."""
+    heap = TORCH_HEAP_TOP_K * k
+    if not k <= n < heap:
+        return False
+
+    def time(width, per_entry):
+        tasks = min(threads, max(1, -(-rows * width // TORCH_TOP_K_GRAIN)))
+        return per_entry * width / tasks
+
+    return time(heap, 1.0) < time(n, TORCH_NTH_ELEMENT_COST)
+
+
+def _torch_pads(xp, x, k):
+    """Whether torch's top-k of the 2-D ``x`` pads its rows (:func:`torch_pads_top_k`): eager, on a
+    CPU, floating point (``-inf`` is the padding)."""
+    if on_accelerator(x) or _torch_compiling() or not xp.isdtype(x.dtype, "real floating"):
+        return False
+    return torch_pads_top_k(x.shape[0], x.shape[1], k, sys.modules["torch"].get_num_threads())
 
 
 def _argpartition_top_k(xp, x, k):
