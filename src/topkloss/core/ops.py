@@ -485,8 +485,9 @@ def _native_top_k(xp):
         def top_k(x, k):
             if x.ndim == 2 and _torch_pads(xp, x, k):
                 # -inf after the row: ATen's heap never lets one in (it admits only entries strictly
-                # larger than its k-th, and the row's own n >= k entries fill it first)
-                x = xp.concat([x, full_like_shape(xp, (x.shape[0], TORCH_HEAP_TOP_K * k - x.shape[1]), NEG_INF, x)], axis=-1)
+                # larger than its k-th, and the row's own n >= k entries fill it first). torch's
+                # own pad: one operation, half the time of a concat with a filled array
+                x = sys.modules["torch"].nn.functional.pad(x, (0, TORCH_HEAP_TOP_K * k - x.shape[1]), value=NEG_INF)
             return xp.topk(x, k, dim=-1)
 
         return top_k
