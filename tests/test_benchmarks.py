@@ -169,3 +169,14 @@ def test_floors_runs():
     out = _run("floors.py", "--backends", "numpy", "--sizes", "8x50", "--repeat", "1")
     (row,) = [line.split() for line in out.splitlines() if line.startswith("numpy")]
     assert len(row) == 9 and all(r.endswith("x") for r in row[3:])
+
+
+def test_ab_compares_a_revision_per_cross_entropy():
+    """ab.py against HEAD (a clean clone has it): one row per loss and size, the raw ratio and
+    the ratio of times per the run's own cross-entropy."""
+    if subprocess.run(["git", "-C", str(BENCH.parent), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    out = _run("ab.py", "HEAD", "--backends", "numpy", "--sizes", "4x20", "--losses", "topk_svm", "--rounds", "2", "--repeat", "1")
+    assert "in random order" in out and out.splitlines()[-2].split()[-1] == "CE"
+    (row,) = [line.split() for line in out.splitlines() if line.startswith("numpy")]
+    assert row[:3] == ["numpy", "4x20", "topk_svm"] and len(row) == 7 and all(float(v) > 0 for v in row[3:])
