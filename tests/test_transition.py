@@ -141,6 +141,33 @@ def test_hand_built_adaptive_weight_is_the_top_k_mass(xp, dtype):
     assert_close(value, [(1 - mass) * ce + mass * grouped], rtol=1e-6 if "32" in str(dtype) else 1e-14)
 
 
+def test_adaptive_weight_gradient_vanishes_on_the_rest_of_top_k(xp, dtype):
+    """The adaptive weight with y in T_k: d loss / d s_j = p_j - λ e_j / S_T = 0 exactly for j in
+    T_k other than y (no rounding residue), -S_out / total at y, and p_j elsewhere; a row with
+    y outside T_k has the cross-entropy's gradient p - onehot(y). Batch of random rows."""
+    rng = np.random.default_rng(7)
+    s = rng.normal(size=(40, 9)) * 3
+    k = 3
+    order = np.argsort(-s, axis=-1, kind="stable")
+    y = np.where(np.arange(40) % 2 == 0, order[:, 1], order[:, 5])  # inside on even rows, outside on odd
+    _, grad = vg(asarray(xp, s, dtype), asarray(xp, y), k=k, reduction="sum")
+    grad = to_numpy(grad)
+    p = np.exp(s - s.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    tol = 1e-6 if "32" in str(dtype) else 1e-14
+    for b in range(40):
+        top, rest = order[b, :k], order[b, k:]
+        if b % 2 == 0:
+            others = [j for j in top if j != y[b]]
+            assert np.all(grad[b, others] == 0.0)
+            assert_close(grad[b, y[b]], -p[b, rest].sum(), rtol=tol)
+            assert_close(grad[b, rest], p[b, rest], rtol=tol, atol=tol * 1e-3)
+        else:
+            want = p[b].copy()
+            want[y[b]] -= 1.0
+            assert_close(grad[b], want, rtol=0, atol=10 * tol)
+
+
 @pytest.mark.parametrize(
     "row, label, k, inside",
     [

@@ -18,7 +18,9 @@ gradient through it). Computed from :math:`e = \exp(s - \max s)` with the sums
 
 Gradient (rows sum to 0): :math:`\partial \ell / \partial s = p - q`, where
 :math:`q = e_y` if :math:`y \notin T_k`, else
-:math:`q = (1-\lambda)\,e_y + \lambda\,[j \in T_k]\, e_j / S_T`.
+:math:`q = (1-\lambda)\,e_y + \lambda\,[j \in T_k]\, e_j / S_T`. With the adaptive
+:math:`\lambda = P_T` and :math:`y \in T_k` that is exactly 0 on :math:`T_k \setminus \{y\}` and
+:math:`-S_{\bar T} / (S_T + S_{\bar T})` at ``y``, and it is computed so (no rounding residue).
 """
 
 from __future__ import annotations
@@ -132,17 +134,24 @@ def _backward(xp, s, args, residuals, g, *, static):
     else:
         e, top, s_top, s_out, inside, others, e_y = residuals
     total = s_top + s_out
-    lam, rest = _weights(xp, kind, value, args, s_top, s_out, total)
     # d loss / d s = e * (1/total - [j in T] λ'/S_T) - [j = y] (1 - λ'), with λ' = λ on rows
-    # whose label is in T_k and 0 elsewhere. On T: 1/total - λ'/S_T, written without the
-    # cancellation of two near-equal terms when P_T -> 1 (exactly 0 for the adaptive λ).
-    lam_in = xp.where(inside, lam, 0.0)
-    rest_in = xp.where(inside, rest, 1.0)
+    # whose label is in T_k and 0 elsewhere. On T: b = 1/total - λ'/S_T, written without the
+    # cancellation of two near-equal terms when P_T -> 1.
     a = g / total
-    b = g * (rest_in * s_top - lam_in * s_out) / (total * s_top)
-    # the label's entry e_y b - g (1 - λ') cancels when p_y -> 1; as one sum of positive terms:
-    # -g [(1 - λ')(total - e_y) + λ' e_y S_out / S_T] / total, written over the row's entry
-    at_y = -g * (rest_in * others + lam_in * e_y * s_out / s_top) / total
+    if kind == "adaptive":
+        # λ' = S_T / total: b = 0 exactly on rows with y in T (and a elsewhere), and the
+        # label's entry -g S_out / total there (p_y - (1 - λ) - λ e_y / S_T); -g others / total
+        # elsewhere. Five operations on (batch,) arrays where the general form takes seventeen
+        b = xp.where(inside, 0.0, a)
+        at_y = -a * xp.where(inside, s_out, others)
+    else:
+        lam, rest = _weights(xp, kind, value, args, s_top, s_out, total)
+        lam_in = xp.where(inside, lam, 0.0)
+        rest_in = xp.where(inside, rest, 1.0)
+        b = g * (rest_in * s_top - lam_in * s_out) / (total * s_top)
+        # the label's entry e_y b - g (1 - λ') cancels when p_y -> 1; as one sum of positive
+        # terms: -g [(1 - λ')(total - e_y) + λ' e_y S_out / S_T] / total, over the row's entry
+        at_y = -g * (rest_in * others + lam_in * e_y * s_out / s_top) / total
     if len(residuals) == 8:  # e is zero on T: T's entries written over e * a
         grad = put_columns(xp, e * a[:, None], e_top * b[:, None], cols)
     else:
