@@ -49,6 +49,8 @@ bench-docs: $(VENV)/.installed-test
 	$(PY) benchmarks/page_faults.py > docs/benchmarks/page-faults.txt
 	$(PY) benchmarks/jax_top_k.py > docs/benchmarks/jax-top-k.txt
 	$(PY) benchmarks/torch_top_k.py > docs/benchmarks/torch-top-k.txt
+	$(PY) benchmarks/torch_top_k.py --groups 4,8,16,32 --sizes 256x3000,256x5000,256x10000,256x30000,64x100000 \
+		--ks 5,6,10,20 >> docs/benchmarks/torch-top-k.txt
 	$(PY) benchmarks/select_forms.py --sizes 256x100,256x500,256x1000,256x10000,64x100000 --groups 16,32,64,128 \
 		> docs/benchmarks/select-forms.txt
 	$(PY) benchmarks/layout_forms.py --backend torch > docs/benchmarks/layout-forms.txt

@@ -8,7 +8,13 @@ This prints both forms' median time per size and k, each call on the next of 16 
 (one array timed over and over trains the branch predictor), the two forms in a new random
 order each round.
 
-Usage: ``python benchmarks/torch_top_k.py [--sizes 256x100,256x300] [--ks 5,10] [--repeat 31]``.
+With ``--groups 8,16,32`` it times long rows instead: ``torch.topk`` against ``ops.top_k``
+selecting among the candidates of group maxima (``ops._grouped_candidates``) with each group
+size forced, and as planned (``ops.TORCH_TOP_K_GROUP`` where ``ops._torch_grouped``; ``-``
+where the plan keeps ``torch.topk``), each as the ratio to ``torch.topk``'s time, all in a new random order each round.
+
+Usage: ``python benchmarks/torch_top_k.py [--sizes 256x100,256x300] [--ks 5,10] [--repeat 31]``,
+``python benchmarks/torch_top_k.py --groups 8,16,32 --sizes 256x10000,64x100000 --ks 5,20``.
 """
 
 from __future__ import annotations
@@ -26,11 +32,14 @@ def main(argv=None):
     p.add_argument("--ks", default="1,2,3,5,6,10,20")
     p.add_argument("--repeat", type=int, default=31)
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    p.add_argument("--groups", default="", help="time long rows with these group sizes forced (and the plan)")
     a = p.parse_args(argv)
     import torch
 
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.groups:
+        return _groups(a, [int(g) for g in a.groups.split(",")])
 
     from topkloss.core import ops
 
@@ -58,6 +67,49 @@ def main(argv=None):
             plain, padded = (statistics.median(r) * 1e3 for r in runs)
             planned = ops.torch_pads_top_k(batch, n, k, torch.get_num_threads())
             print(f"{size:>12} {k:3d} {str(planned):>7} {plain:9.3f} {padded:10.3f} {padded / plain:6.2f}x", flush=True)
+
+
+def _groups(a, groups):
+    import array_api_compat.torch as xp
+    import torch
+
+    from topkloss.core import ops
+
+    def forced(group):
+        def f(x, k):
+            # group None: the plan; else this group size wherever the rows are long enough
+            if group is None:
+                return ops.top_k(xp, x, k)
+            cols = ops._grouped_candidates(xp, x, k, group)
+            values, at = torch.topk(torch.take_along_dim(x, cols, dim=-1), k)
+            return values, torch.take_along_dim(cols, at, dim=-1)
+
+        return f
+
+    print(f"# torch {torch.__version__}, CPU, {torch.get_num_threads()} threads; float32, median of {a.repeat}; ms of torch.topk, then time / torch.topk's")
+    names = ["torch.topk", *(f"group {g}" for g in groups), "plan"]
+    print(f"{'batch x n':>12} {'k':>3} {'plan':>5} " + " ".join(f"{name:>10}" for name in names))
+    order = np.random.default_rng(1)
+    for size in a.sizes.split(","):
+        batch, n = map(int, size.split("x"))
+        xs = [torch.from_numpy(np.random.default_rng(s).standard_normal((batch, n)).astype(np.float32)) for s in range(8)]
+        for k in map(int, a.ks.split(",")):
+            forms = [lambda x, k: torch.topk(x, k), *(forced(g) for g in groups if n // g > 4 * k), forced(None)]
+            runs = [[] for _ in forms]
+            for f in forms:
+                f(xs[0], k)
+            for i in range(a.repeat):
+                for j in order.permutation(len(forms)):
+                    t0 = time.perf_counter()
+                    forms[j](xs[i % len(xs)], k)
+                    runs[j].append(time.perf_counter() - t0)
+            times = [statistics.median(r) * 1e3 for r in runs]
+            cells = [f"{times[0]:10.3f}"]
+            it = iter(times[1:-1])
+            cells += [f"{next(it) / times[0]:9.2f}x" if n // g > 4 * k else f"{'':>10}" for g in groups]
+            cells.append(f"{times[-1] / times[0]:9.2f}x")
+            plan = ops.TORCH_TOP_K_GROUP if ops._torch_grouped(xp, xs[0], k) else "-"
+            print(f"{size:>12} {k:3d} {plan!s:>5} " + " ".join(cells), flush=True)
 
 
 if __name__ == "__main__":

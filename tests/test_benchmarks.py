@@ -98,6 +98,14 @@ def test_torch_top_k_benchmark_runs():
     assert [r[2] for r in rows] == ["False", "True"] and all(len(r) == 6 for r in rows)
 
 
+def test_torch_top_k_benchmark_times_group_sizes():
+    pytest.importorskip("torch")
+    out = _run("torch_top_k.py", "--groups", "8,16", "--sizes", "2x6000,2x3000", "--ks", "5", "--repeat", "1")
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("2x")]
+    assert [r[:3] for r in rows] == [["2x6000", "5", "8"], ["2x3000", "5", "-"]]  # the plan: groups of 8 from 5000
+    assert all(len(r) == 7 and r[-1].endswith("x") for r in rows)  # torch.topk's ms, two groups, the plan
+
+
 def test_select_forms_benchmark_runs():
     out = _run("select_forms.py", "--sizes", "4x50", "--repeat", "1")
     (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("4x50")]

@@ -465,3 +465,41 @@ def test_torch_top_k_pads_only_eager_floating_cpu_rows():
     assert ops._torch_pads(ctorch, x, 5) == ops.torch_pads_top_k(256, 100, 5, threads)
     assert not ops._torch_pads(ctorch, torch.zeros((256, 100), dtype=torch.int64), 5)
     assert not ops._torch_pads(ctorch, torch.zeros((256, 5 * ops.TORCH_HEAP_TOP_K)), 5)
+
+
+@pytest.mark.parametrize("n", [ops.TORCH_GROUPED_MIN + 5, 100003], ids=["one-level", "two-level"])
+@pytest.mark.parametrize("kind", LONG_ROW_KINDS)
+@pytest.mark.parametrize("k", [1, 6, 15])
+def test_torch_selection_among_group_candidates(kind, k, n):
+    """Long rows on eager torch (CPU) select among the candidates of group maxima: the values
+    equal ``torch.topk``'s (largest first; NaN, which it ranks largest, included), at distinct
+    indices that hold them, with a tail of columns outside the groups (n not a multiple of 8).
+    At 100003 the group maxima (12500) are long rows themselves and are selected the same way.
+    The input is not modified."""
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as ctorch
+
+    x = torch.from_numpy(_long_rows(np.random.default_rng(k), kind, 3, n))
+    x[1, -3:] = 50.0  # a row's largest values in the tail
+    before = x.clone()
+    assert ops._torch_grouped(ctorch, x, k)
+    assert ops._torch_grouped(ctorch, x[:, : n // ops.TORCH_TOP_K_GROUP], k) == (n == 100003)
+    values, idx = ops.top_k(ctorch, x, k)
+    want = torch.topk(before, k).values
+    torch.testing.assert_close(values, want, equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(torch.take_along_dim(before, idx, dim=-1), values, equal_nan=True, rtol=0, atol=0)
+    assert all(len(set(row)) == k for row in idx.tolist()) and int(idx.max()) < n
+    torch.testing.assert_close(x, before, equal_nan=True, rtol=0, atol=0)
+
+
+def test_torch_grouped_selection_routes_by_width():
+    """Eager torch on a CPU groups rows from max(TORCH_GROUPED_MIN, TORCH_GROUPED_PER_K k group)
+    entries (k times the bound when that is more)."""
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as ctorch
+
+    lo = ops.TORCH_GROUPED_MIN
+    assert ops._torch_grouped(ctorch, torch.zeros((2, lo)), 5) and not ops._torch_grouped(ctorch, torch.zeros((2, lo - 1)), 5)
+    wide_k = lo // (ops.TORCH_GROUPED_PER_K * ops.TORCH_TOP_K_GROUP) + 1
+    assert not ops._torch_grouped(ctorch, torch.zeros((2, lo)), wide_k)
+    assert ops._torch_grouped(ctorch, torch.zeros((2, ops.TORCH_GROUPED_PER_K * ops.TORCH_TOP_K_GROUP * wide_k)), wide_k)

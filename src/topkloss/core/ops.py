@@ -362,9 +362,9 @@ def _grouped_applies(xp, x, k):
 
 
 def _grouped_candidates(xp, x, k, group=None):
-    """NumPy, long rows: the columns ``(batch, k * group + tail)`` of a set of candidates that
-    holds the multiset of each row's ``k`` largest values, from one pass of group maxima and a
-    selection among them.
+    """NumPy and eager torch, long rows: the columns ``(batch, k * group + tail)`` of a set of
+    candidates that holds the multiset of each row's ``k`` largest values, from one pass of group
+    maxima and a selection among them (NumPy's ``argpartition``, torch's ``topk``).
 
     With ``m = n // group`` (``group``: :func:`top_k_group`), group ``c`` holds columns ``c, c +
     m, ..., c + (group - 1) m`` (its maxima are elementwise maxima of ``group`` contiguous slices,
@@ -375,23 +375,49 @@ def _grouped_candidates(xp, x, k, group=None):
     ``i``-th largest is the row's ``i``-th largest for every ``i <= k`` (NaN, which NumPy's
     selections rank largest, also wins its group's maximum)."""
     batch, n = x.shape
-    group = top_k_group(n, k) if group is None else group
+    torch = getattr(xp, "__name__", "") == "array_api_compat.torch"
+    group = (TORCH_TOP_K_GROUP if torch else top_k_group(n, k)) if group is None else group
     m = n // group
-    if n >= GROUP_MAXIMA_RESHAPE_MIN:  # (batch, group, m): a view of the first group * m columns
+    if torch or n >= GROUP_MAXIMA_RESHAPE_MIN:  # (batch, group, m): a view of the first group * m columns
         maxima = xp.max(xp.reshape(x[:, : group * m], (batch, group, m)), axis=1)
     else:
         maxima = xp.asarray(x[:, :m], copy=True)
         for j in range(1, group):
             xp.maximum(maxima, x[:, j * m : (j + 1) * m], out=maxima)
-    first = xp.argpartition(maxima, m - k, axis=-1)[:, m - k :]  # the k groups of largest maxima
-    cols = xp.reshape(first[:, :, None] + m * xp.arange(group)[None, None, :], (batch, k * group))
+    if torch:  # the k groups of largest maxima (torch.topk ranks a NaN maximum first, as NumPy)
+        first = top_k(xp, maxima, k)[1]
+    else:
+        first = xp.argpartition(maxima, m - k, axis=-1)[:, m - k :]
+    cols = xp.reshape(first[:, :, None] + m * arange_like(xp, group, x, dtype=first.dtype)[None, None, :], (batch, k * group))
     if group * m < n:
-        cols = xp.concat([cols, xp.broadcast_to(xp.arange(group * m, n), (batch, n - group * m))], axis=-1)
+        tail = arange_like(xp, n - group * m, x, dtype=cols.dtype) + group * m
+        cols = xp.concat([cols, xp.broadcast_to(tail[None, :], (batch, n - group * m))], axis=-1)
     return cols
 
 
 def _take_candidates(xp, x, cols):
+    if getattr(xp, "__name__", "") == "array_api_compat.torch":
+        return _take_along_last(xp, x, cols)
     return x[xp.arange(x.shape[0])[:, None], cols]
+
+
+TORCH_GROUPED_MIN, TORCH_TOP_K_GROUP, TORCH_GROUPED_PER_K = 5000, 8, 40
+"""Eager torch on a CPU selects the top ``k`` of rows of at least ``max(TORCH_GROUPED_MIN,
+TORCH_GROUPED_PER_K * k * TORCH_TOP_K_GROUP)`` entries among :func:`_grouped_candidates`, groups of
+``TORCH_TOP_K_GROUP``. ``python benchmarks/torch_top_k.py --groups 4,8,16,32`` (2-core CPU,
+``docs/benchmarks/torch-top-k.txt``, time / ``torch.topk``'s): groups of 8 were the fastest or
+within 0.06 of it from 256 x 5000 up (groups of 4 won by 0.06 at 256 x 5000, k = 10; groups of 16 by
+up to 0.05 at 256 x 30000); 0.55 / 0.77 at 256 x 10000 (k = 5 / 20), 0.38 / 0.45 at 64 x 100000;
+0.59 at 256 x 5000 for k = 5 but 1.01 for k = 20, hence the bound in k (a first run: 0.78 and 1.05);
+0.86 to 1.17 at 256 x 3000 (a first run: 0.94 to 1.57), 1.29 to 1.52 at 256 x 2000 (the first run)."""
+
+
+def _torch_grouped(xp, x, k):
+    """Whether eager torch's top ``k`` of the 2-D ``x`` selects among :func:`_grouped_candidates`:
+    on a CPU, not while ``torch.compile`` traces, long rows."""
+    if x.shape[-1] < max(TORCH_GROUPED_MIN, TORCH_GROUPED_PER_K * k * TORCH_TOP_K_GROUP):
+        return False
+    return not (on_accelerator(x) or _torch_compiling())
 
 
 def kth_largest(xp, x, k):
@@ -483,6 +509,10 @@ def _native_top_k(xp):
     if name == "array_api_compat.torch":
 
         def top_k(x, k):
+            if x.ndim == 2 and _torch_grouped(xp, x, k):
+                cols = _grouped_candidates(xp, x, k)
+                values, at = top_k(_take_along_last(xp, x, cols), k)
+                return values, _take_along_last(xp, cols, at)
             if x.ndim == 2 and _torch_pads(xp, x, k):
                 # -inf after the row: ATen's heap never lets one in (it admits only entries strictly
                 # larger than its k-th, and the row's own n >= k entries fill it first). torch's
@@ -513,8 +543,8 @@ def _native_top_k(xp):
 TORCH_HEAP_TOP_K = 64
 """ATen's CPU top-k selects a row of ``n`` entries with a heap of ``k`` (``std::partial_sort``)
 when ``TORCH_HEAP_TOP_K * k <= n``, else with ``std::nth_element``, whose branches on random
-data are unpredictable: ``benchmarks/torch_top_k.py`` (torch 2.13, 2-core CPU) read 0.27 ms for
-256 x 100 at k = 5 as is, 0.19 ms padded to 320 entries (``docs/benchmarks/torch-top-k.txt``)."""
+data are unpredictable: ``benchmarks/torch_top_k.py`` (torch 2.13, 2-core CPU) read 0.28 ms for
+256 x 100 at k = 5 as is, 0.20 ms padded to 320 entries (``docs/benchmarks/torch-top-k.txt``)."""
 
 TORCH_TOP_K_GRAIN = 32768
 """ATen runs a CPU top-k on up to ``torch.get_num_threads()`` threads, in tasks of whole rows
