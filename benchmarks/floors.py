@@ -4,8 +4,9 @@ A loss cannot cost less than the work its definition requires. This script times
 cross-entropy forward + backward (``bench_losses.py``'s baseline, interleaved in one run):
 
 - ``top-k``: the k = 5 largest values of each row of (batch, n), the backend's native
-  selection (``torch.topk``, ``np.partition``, ``lax.top_k`` or, for rows of 2048 entries and
-  more on a CPU, its blocked form) as ``topkloss.core.ops`` uses it.
+  selection (``torch.topk``, ``np.partition``, ``lax.top_k``) as ``topkloss.core.ops`` uses it
+  (long rows: JAX's blocked form on a CPU, NumPy's and eager torch's group maxima; torch's short
+  rows padded to its heap).
   ``topk_transition`` and ``smooth_topk_svm`` need one (``topk_transition`` adds a running
   count on torch and NumPy for the lowest-index rule for ties at the k-th value);
 - ``exp``: one ``exp`` of (batch, n): an elementwise pass;

@@ -406,10 +406,10 @@ TORCH_GROUPED_MIN, TORCH_TOP_K_GROUP, TORCH_GROUPED_PER_K = 5000, 8, 40
 TORCH_GROUPED_PER_K * k * TORCH_TOP_K_GROUP)`` entries among :func:`_grouped_candidates`, groups of
 ``TORCH_TOP_K_GROUP``. ``python benchmarks/torch_top_k.py --groups 4,8,16,32`` (2-core CPU,
 ``docs/benchmarks/torch-top-k.txt``, time / ``torch.topk``'s): groups of 8 were the fastest or
-within 0.06 of it from 256 x 5000 up (groups of 4 won by 0.06 at 256 x 5000, k = 10; groups of 16 by
-up to 0.05 at 256 x 30000); 0.55 / 0.77 at 256 x 10000 (k = 5 / 20), 0.38 / 0.45 at 64 x 100000;
-0.59 at 256 x 5000 for k = 5 but 1.01 for k = 20, hence the bound in k (a first run: 0.78 and 1.05);
-0.86 to 1.17 at 256 x 3000 (a first run: 0.94 to 1.57), 1.29 to 1.52 at 256 x 2000 (the first run)."""
+within 0.05 of it from 256 x 5000 up; 0.52 / 0.78 at 256 x 10000 (k = 5 / 20), 0.37 / 0.44 at 64 x
+100000; at 256 x 5000 0.69 for k = 5 but 1.04 for k = 20, hence the bound in k (an earlier run: 0.78
+and 1.05); 0.77 to 1.03 at 256 x 3000 (an earlier run: 0.86 to 1.17, and one before it 0.94 to
+1.57), 1.29 to 1.52 at 256 x 2000 (the first run)."""
 
 
 def _torch_grouped(xp, x, k):
@@ -543,8 +543,8 @@ def _native_top_k(xp):
 TORCH_HEAP_TOP_K = 64
 """ATen's CPU top-k selects a row of ``n`` entries with a heap of ``k`` (``std::partial_sort``)
 when ``TORCH_HEAP_TOP_K * k <= n``, else with ``std::nth_element``, whose branches on random
-data are unpredictable: ``benchmarks/torch_top_k.py`` (torch 2.13, 2-core CPU) read 0.28 ms for
-256 x 100 at k = 5 as is, 0.20 ms padded to 320 entries (``docs/benchmarks/torch-top-k.txt``)."""
+data are unpredictable: ``benchmarks/torch_top_k.py`` (torch 2.13, 2-core CPU) read 0.27 ms for
+256 x 100 at k = 5 as is, 0.15 ms padded to 320 entries (``docs/benchmarks/torch-top-k.txt``)."""
 
 TORCH_TOP_K_GRAIN = 32768
 """ATen runs a CPU top-k on up to ``torch.get_num_threads()`` threads, in tasks of whole rows
