@@ -25,10 +25,10 @@ def main(argv=None):
     from torch.utils._python_dispatch import TorchDispatchMode
 
     import topkloss
-    from topkloss.core import esf, smooth_svm
+    from topkloss.core import esf, ops, smooth_svm
 
     if a.as_gpu:  # the forms are planned from on_accelerator (and CUDA for prefix sums): answer yes
-        esf.on_accelerator = smooth_svm.on_accelerator = lambda x: True
+        esf.on_accelerator = smooth_svm.on_accelerator = ops.on_accelerator = lambda x: True
         smooth_svm._on_cuda = lambda xp, s: True
 
     class Count(TorchDispatchMode):

@@ -188,3 +188,13 @@ def test_ab_compares_a_revision_per_cross_entropy():
     assert "in random order" in out and out.splitlines()[-2].split()[-1] == "CE"
     (row,) = [line.split() for line in out.splitlines() if line.startswith("numpy")]
     assert row[:3] == ["numpy", "4x20", "topk_svm"] and len(row) == 7 and all(float(v) > 0 for v in row[3:])
+
+
+def test_count_ops_counts_both_plans():
+    pytest.importorskip("torch")
+    counts = []
+    for extra in ((), ("--as-gpu",)):
+        out = _run("count_ops.py", "--batch", "8", "--n", "100", "--top", "3", *extra)
+        counts.append(int(out.splitlines()[1].split()[0]))
+        assert out.splitlines()[1].endswith("operations; by origin:") and len(out.splitlines()) == 5
+    assert all(c > 100 for c in counts)
