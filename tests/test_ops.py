@@ -503,3 +503,26 @@ def test_torch_grouped_selection_routes_by_width():
     wide_k = lo // (ops.TORCH_GROUPED_PER_K * ops.TORCH_TOP_K_GROUP) + 1
     assert not ops._torch_grouped(ctorch, torch.zeros((2, lo)), wide_k)
     assert ops._torch_grouped(ctorch, torch.zeros((2, ops.TORCH_GROUPED_PER_K * ops.TORCH_TOP_K_GROUP * wide_k)), wide_k)
+
+
+@pytest.mark.parametrize("shape", [(256, 100), (8, 6000)], ids=["padded", "grouped"])
+def test_torch_top_k_forms_under_vmap(monkeypatch, shape):
+    """The padded and the grouped top-k run under ``torch.func.vmap`` of ``grad`` (per-sample
+    gradients of a batch of batches): the same gradients as plain autograd on each slice. The
+    padding is forced (the cost model's answer depends on the thread count)."""
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as ctorch
+
+    import topkloss
+
+    monkeypatch.setattr(ops, "torch_pads_top_k", lambda rows, n, k, threads: n < ops.TORCH_HEAP_TOP_K * k)
+    gen = torch.Generator().manual_seed(0)
+    S = torch.randn(2, *shape, dtype=torch.float64, generator=gen)
+    y = torch.randint(0, shape[1], (shape[0],), generator=gen)
+    assert ops._torch_pads(ctorch, S[0], 5) == (shape[1] == 100) and ops._torch_grouped(ctorch, S[0], 5) == (shape[1] == 6000)
+    for loss in (topkloss.smooth_topk_svm, topkloss.topk_transition):
+        got = torch.func.vmap(torch.func.grad(lambda s: loss(s, y, k=5)))(S)
+        for i in range(2):
+            s = S[i].clone().requires_grad_(True)
+            loss(s, y, k=5).backward()
+            torch.testing.assert_close(got[i], s.grad, rtol=1e-12, atol=1e-14)
