@@ -366,14 +366,15 @@ def _grouped_candidates(xp, x, k, group=None):
     candidates that holds the multiset of each row's ``k`` largest values, from one pass of group
     maxima and a selection among them (NumPy's ``argpartition``, torch's ``topk``).
 
-    With ``m = n // group`` (``group``: :func:`top_k_group`), group ``c`` holds columns ``c, c +
-    m, ..., c + (group - 1) m`` (its maxima are elementwise maxima of ``group`` contiguous slices,
-    taken as one reduction over axis 1 of the ``(batch, group, m)`` view in wide rows); the
-    last ``n - group m`` columns are candidates always. The candidates are the ``k`` groups of
-    largest maxima. If one of a row's top ``k`` entries is in no chosen group, each chosen group's
-    maximum is at least its value: the candidates hold ``k`` entries at least as large, so their
-    ``i``-th largest is the row's ``i``-th largest for every ``i <= k`` (NaN, which NumPy's
-    selections rank largest, also wins its group's maximum)."""
+    With ``m = n // group`` (``group``: :func:`top_k_group`, :data:`TORCH_TOP_K_GROUP` on
+    torch), group ``c`` holds columns ``c, c + m, ..., c + (group - 1) m`` (its maxima are
+    elementwise maxima of ``group`` contiguous slices, taken as one reduction over axis 1 of the
+    ``(batch, group, m)`` view in wide rows); the last ``n - group m`` columns are candidates
+    always. The candidates are the ``k`` groups of largest maxima. If one of a row's top ``k``
+    entries is in no chosen group, each chosen group's maximum is at least its value: the
+    candidates hold ``k`` entries at least as large, so their ``i``-th largest is the row's
+    ``i``-th largest for every ``i <= k`` (NaN, which NumPy's selections and torch's ``topk``
+    rank largest, also wins its group's maximum)."""
     batch, n = x.shape
     torch = getattr(xp, "__name__", "") == "array_api_compat.torch"
     group = (TORCH_TOP_K_GROUP if torch else top_k_group(n, k)) if group is None else group
@@ -567,11 +568,11 @@ def torch_pads_top_k(rows, n, k, threads=1):
     if not k <= n < heap:
         return False
 
-    def time(width, per_entry):
+    def cost(width, per_entry):  # per thread: the rows split into tasks of TORCH_TOP_K_GRAIN entries
         tasks = min(threads, max(1, -(-rows * width // TORCH_TOP_K_GRAIN)))
         return per_entry * width / tasks
 
-    return time(heap, 1.0) < time(n, TORCH_NTH_ELEMENT_COST)
+    return cost(heap, 1.0) < cost(n, TORCH_NTH_ELEMENT_COST)
 
 
 def _torch_pads(xp, x, k):
