@@ -43,8 +43,10 @@ def main(argv=None):
 
     from topkloss.core import ops
 
+    heap = ops.TORCH_HEAP_TOP_K
+
     def pad(x, k):
-        return torch.nn.functional.pad(x, (0, 64 * k - x.shape[-1]), value=-torch.inf)
+        return torch.nn.functional.pad(x, (0, heap * k - x.shape[-1]), value=-torch.inf)
 
     print(f"# torch {torch.__version__}, CPU, {torch.get_num_threads()} threads; float32, median of {a.repeat} ms")
     print(f"{'batch x n':>12} {'k':>3} {'padded':>7} {'as is ms':>9} {'padded ms':>10} {'ratio':>7}")
@@ -53,7 +55,7 @@ def main(argv=None):
         batch, n = map(int, size.split("x"))
         xs = [torch.from_numpy(np.random.default_rng(s).standard_normal((batch, n)).astype(np.float32)) for s in range(16)]
         for k in map(int, a.ks.split(",")):
-            if k > n or 64 * k <= n:  # padding applies below 64 k only
+            if k > n or heap * k <= n:  # padding applies below TORCH_HEAP_TOP_K k only
                 continue
             forms = (lambda x, k=k: torch.topk(x, k), lambda x, k=k: torch.topk(pad(x, k), k))
             runs = ([], [])
@@ -66,7 +68,7 @@ def main(argv=None):
                     runs[j].append(time.perf_counter() - t0)
             plain, padded = (statistics.median(r) * 1e3 for r in runs)
             planned = ops.torch_pads_top_k(batch, n, k, torch.get_num_threads())
-            print(f"{size:>12} {k:3d} {str(planned):>7} {plain:9.3f} {padded:10.3f} {padded / plain:6.2f}x", flush=True)
+            print(f"{size:>12} {k:3d} {planned!s:>7} {plain:9.3f} {padded:10.3f} {padded / plain:6.2f}x", flush=True)
 
 
 def _groups(a, groups):
@@ -76,13 +78,8 @@ def _groups(a, groups):
     from topkloss.core import ops
 
     def forced(group):
-        def f(x, k):
-            # group None: the plan; else this group size wherever the rows are long enough
-            if group is None:
-                return ops.top_k(xp, x, k)
-            cols = ops._grouped_candidates(xp, x, k, group)
-            values, at = torch.topk(torch.take_along_dim(x, cols, dim=-1), k)
-            return values, torch.take_along_dim(cols, at, dim=-1)
+        def f(x, k):  # group None: the plan; else this group size wherever the rows are long enough
+            return ops.top_k(xp, x, k) if group is None else ops._torch_grouped_top_k(xp, x, k, group)
 
         return f
 

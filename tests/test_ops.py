@@ -454,9 +454,9 @@ def test_torch_pads_top_k_where_its_cost_model_says():
     assert ops.torch_pads_top_k(256, 1000, 20, 2)
 
 
-def test_torch_top_k_pads_only_eager_floating_cpu_rows():
-    """No padding for integer rows (no -inf to pad with) nor while torch.compile traces; the
-    cost model decides for floating rows on a CPU."""
+def test_torch_top_k_pads_only_eager_floating_cpu_rows(monkeypatch):
+    """No padding for integer rows (no -inf to pad with) nor, like the grouped form, while
+    torch.compile traces; the cost model decides for floating rows on a CPU."""
     torch = pytest.importorskip("torch")
     import array_api_compat.torch as ctorch
 
@@ -465,6 +465,10 @@ def test_torch_top_k_pads_only_eager_floating_cpu_rows():
     assert ops._torch_pads(ctorch, x, 5) == ops.torch_pads_top_k(256, 100, 5, threads)
     assert not ops._torch_pads(ctorch, torch.zeros((256, 100), dtype=torch.int64), 5)
     assert not ops._torch_pads(ctorch, torch.zeros((256, 5 * ops.TORCH_HEAP_TOP_K)), 5)
+    monkeypatch.setattr(ops, "torch_pads_top_k", lambda rows, n, k, threads: True)
+    assert ops._torch_pads(ctorch, x, 5)
+    monkeypatch.setattr(ops, "_torch_compiling", lambda: True)  # as while torch.compile traces
+    assert not ops._torch_pads(ctorch, x, 5) and not ops._torch_grouped(ctorch, torch.zeros((2, 10000)), 5)
 
 
 @pytest.mark.parametrize("n", [ops.TORCH_GROUPED_MIN + 5, 100003], ids=["one-level", "two-level"])

@@ -413,6 +413,14 @@ and 1.05); 0.77 to 1.03 at 256 x 3000 (an earlier run: 0.86 to 1.17, and one bef
 1.57), 1.29 to 1.52 at 256 x 2000 (the first run)."""
 
 
+def _torch_grouped_top_k(xp, x, k, group=None):
+    """Eager torch's top ``k`` (values, indices) of the rows of a 2-D ``x``, selected among
+    :func:`_grouped_candidates` (groups of ``group``, default :data:`TORCH_TOP_K_GROUP`)."""
+    cols = _grouped_candidates(xp, x, k, group)
+    values, at = top_k(xp, _take_along_last(xp, x, cols), k)
+    return values, _take_along_last(xp, cols, at)
+
+
 def _torch_grouped(xp, x, k):
     """Whether eager torch's top ``k`` of the 2-D ``x`` selects among :func:`_grouped_candidates`:
     on a CPU, not while ``torch.compile`` traces, long rows."""
@@ -511,9 +519,7 @@ def _native_top_k(xp):
 
         def top_k(x, k):
             if x.ndim == 2 and _torch_grouped(xp, x, k):
-                cols = _grouped_candidates(xp, x, k)
-                values, at = top_k(_take_along_last(xp, x, cols), k)
-                return values, _take_along_last(xp, cols, at)
+                return _torch_grouped_top_k(xp, x, k)
             if x.ndim == 2 and _torch_pads(xp, x, k):
                 # -inf after the row: ATen's heap never lets one in (it admits only entries strictly
                 # larger than its k-th, and the row's own n >= k entries fill it first). torch's
