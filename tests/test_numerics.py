@@ -8,6 +8,8 @@ that is the absolute floor of the gradient comparison.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -33,11 +35,11 @@ def _check_contract(s32, y, k, tau, alpha=1.0):
     assert np.all(err <= grad_tol), f"gradient off by {np.max(err / grad_tol):.3g} x tolerance"
 
 
-@pytest.fixture(params=["planned", "stacked", "log", "linear64", "scan"])
+@pytest.fixture(params=["planned", "stacked", "log", "linear64", "scaled", "scan"])
 def mode(request, monkeypatch):
     """The planned path; the planned path with every linear tree level stacked; and each other
-    exact path forced (log space; linear space in float64; prefix sums in float64, which the
-    planned path takes on eager torch only)."""
+    exact path forced (log space; linear space in float64; linear space on scaled leaves;
+    prefix sums in float64, which the planned path takes on eager torch only)."""
     if request.param == "stacked":
         force_level_forms(monkeypatch, True)
     elif request.param == "scan":
@@ -88,15 +90,65 @@ def test_plan_mode_is_static_and_sensible():
     assert smooth_svm.plan_mode(100_000, 5, double=False) == "linear"
     assert smooth_svm.plan_mode(100_000, 20, double=False) == "log"
     assert smooth_svm.plan_mode(100_000, 20, double=False, float64_ok=True) == "linear64"
-    assert smooth_svm.plan_mode(100_000, 10, double=False, float64_ok=True) == "linear64"
+    assert smooth_svm.plan_mode(100_000, 10, double=False, float64_ok=True) == "scaled"
+    assert smooth_svm.plan_mode(100_000, 10, double=False) == "log"  # scaled leaves need float64 tables
     assert smooth_svm.plan_mode(10**9, 200, double=False, float64_ok=True) == "log"
     assert smooth_svm.plan_mode(100_000, 20, double=True) == "linear"
     assert smooth_svm.plan_mode(99, 20, double=False) == "linear"
-    # where float32 trees end (docs/benchmarks.md quotes these): n classes give n - k leaves
-    for k, first64 in ((10, 1872), (20, 145)):
-        assert smooth_svm.plan_mode(first64 - 1 - k, k, double=False, float64_ok=True) == "linear"
+    # where plain float32 trees end, scaled ones begin and end (docs/benchmarks.md quotes these):
+    # n classes give n - k leaves
+    for k, first_scaled, first64 in ((10, 1872, 761_071), (20, 145, 1618)):
+        assert smooth_svm.plan_mode(first_scaled - 1 - k, k, double=False, float64_ok=True) == "linear"
+        assert smooth_svm.plan_mode(first_scaled - k, k, double=False, float64_ok=True) == "scaled"
+        assert smooth_svm.plan_mode(first64 - 1 - k, k, double=False, float64_ok=True) == "scaled"
         assert smooth_svm.plan_mode(first64 - k, k, double=False, float64_ok=True) == "linear64"
     assert smooth_svm.plan_mode(200_000 - 5, 5, double=False) == "linear"
+
+
+@pytest.mark.parametrize("n_leaves,k", [(2000, 10), (100_000, 10), (130, 20), (1000, 20), (1597, 20), (10, 3)])
+def test_leaf_scale_keeps_every_value_in_range(n_leaves, k):
+    """The factor a of the scaled mode: a <= 1, every term that matters at least a^k floor and
+    every value at most max_j a^j C(n, j), both within float32's normal range with a margin of
+    e^2 (floor = eps / (k 2^(k-1)), the smallest term of e_j that can change the result)."""
+    a = smooth_svm.leaf_scale(n_leaves, k)
+    assert a is not None and 0 < a <= 1
+    eps, tiny = float(np.finfo(np.float32).eps) / 2, TINY32
+    log_floor = math.log(eps / (k * 2 ** (k - 1)))
+    assert k * math.log(a) + log_floor >= math.log(tiny) + 2 - 1e-9
+    largest = max(j * math.log(a) + math.lgamma(n_leaves + 1) - math.lgamma(j + 1) - math.lgamma(n_leaves - j + 1) for j in range(k + 1))
+    assert largest <= log_floor - math.log(tiny) - 2 + 1e-9
+    assert smooth_svm.leaf_scale(10**7, 20) is None  # no factor fits: float64 or log space
+
+
+def _extreme_rows(n, k, tau, rng):
+    """Rows that reach the ends of the range: m = 0 .. k - 1 classes of T far or near above c,
+    the others tied at c or spread just below it, U's leaves 1 (all of U tied), e^-0.3, e^-3 or
+    sparse; the label first or last."""
+    rows = []
+    for m in range(k):
+        for top in (0.5, 5.0, 1e3):
+            for base in (0.0, -0.3, -3.0, -45.0):
+                s = np.full(n, base * k * tau)
+                s[:m] = (top + rng.uniform(0, 1, m)) * k * tau
+                s[m:k] = 0.0
+                if base:
+                    s[m:] += rng.uniform(0, 1e-3, n - m) * k * tau
+                if base == -45.0:
+                    s[k : 3 * k] = -0.5 * k * tau  # a few leaves near 1 among many that do not matter
+                rows.append(s)
+    return np.stack(rows).astype(np.float32)
+
+
+@pytest.mark.parametrize("n,k", [(146, 20), (1000, 20), (1617, 20), (2000, 10)])
+@pytest.mark.parametrize("tau", [1e-3, 1.0])
+def test_float32_scaled_extremes(n, k, tau):
+    """The scaled mode where it is planned, on rows at the ends of its range: the largest values
+    (all of U tied at c), the smallest that matter, and T's cotangents, up to C(|U|, k) / D (its
+    polynomial runs in float64: in float32 they overflowed to inf and NaN at 1617 classes, k = 20)."""
+    assert smooth_svm.plan_mode(n - k, k, double=False, float64_ok=True) == "scaled"
+    s = _extreme_rows(n, k, tau, np.random.default_rng(n + k))
+    for label in (0, n - 1):
+        _check_contract(s, np.full(s.shape[0], label), k, tau)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

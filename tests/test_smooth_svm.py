@@ -24,11 +24,12 @@ def _data(seed, batch, n, scale=2.0):
     return rng.normal(scale=scale, size=(batch, n)), rng.integers(0, n, size=batch)
 
 
-@pytest.fixture(params=["linear", "linear-stacked", "linear-lists", "linear-compact", "log", "log-compact", "linear64", "linear64-stacked", "scan"])
+@pytest.fixture(params=["linear", "linear-stacked", "linear-lists", "linear-compact", "log", "log-compact", "linear64", "linear64-stacked", "scaled", "scaled-stacked", "scan"])
 def mode(request, monkeypatch):
     """Run a test with the polynomial of U in linear space (tree levels as planned, all stacked,
     all lists, compact level sizes), in log space (power-of-two or compact level sizes), in
-    linear space in float64, and by prefix sums in float64 (all exact). Compact: every level
+    linear space in float64, in linear space on leaves scaled by ``leaf_scale`` (in float64 a
+    factor near 1e-48 at k = 3), and by prefix sums in float64 (all exact). Compact: every level
     padded to an even count only, as wide rows are (``esf.level_sizes``); small trees are
     otherwise padded to a power of two."""
     if request.param == "scan":
@@ -169,6 +170,18 @@ def test_backends_agree(xp, dtype, reduction):
     assert grad.dtype == dtype and tuple(grad.shape) == (6, 12)
     g64 = VG_SMOOTH(s, y, k=5, reduction=reduction)[1]
     assert_close(grad, g64, rtol=0, atol=1e-12 if dtype == xp.float64 else 1e-6)
+
+
+def test_scaled_plan_backends_agree(xp):
+    """float32 at 4 x 2000, k = 10: linear space on scaled leaves wherever float64 tables exist
+    (every backend here; JAX with x64), against NumPy's float64."""
+    s, y = _data(7, 4, 2000)
+    s = s.astype(np.float32)
+    assert smooth_svm.plan_mode(2000 - 10, 10, double=False, float64_ok=True) == "scaled"
+    value, grad = VG_SMOOTH(asarray(xp, s, xp.float32), asarray(xp, y), k=10, reduction="none")
+    want, g64 = VG_SMOOTH(s.astype(np.float64), y, k=10, reduction="none")
+    assert_close(value, want, rtol=1e-5, atol=1e-6)
+    assert_close(grad, g64, rtol=0, atol=1e-6 * float(np.abs(g64).max()))
 
 
 def test_hard_loss_backends_agree(xp, dtype):

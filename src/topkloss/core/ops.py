@@ -172,28 +172,38 @@ def clip(xp, x, lo, hi):
     return xp.clip(x, min=lo, max=hi)
 
 
-def exp_gaps(xp, x, c, lo, scale, exponentiate=True):
+def exp_gaps(xp, x, c, lo, scale, exponentiate=True, factor=None):
     """``exp(clip(x - c, lo, 0) / scale)`` (without the ``exp`` unless ``exponentiate``), ``c``
     broadcast against ``x``: subtracted before dividing, one rounding each, as the numerical
-    contract asks.
+    contract asks. With a ``factor`` (and ``exponentiate``), the result times ``factor`` (one
+    rounding more).
 
     ``x`` must be a temporary the caller owns: NumPy and eager torch compute every step in
     place in it, where the standard spelling writes a new array per step (four of the size of
     ``x``). Elsewhere (JAX, CuPy, ``torch.compile``, ``torch.func``) the standard spelling,
     which compilers fuse into one pass.
     """
+    if factor is not None and not exponentiate:
+        raise ValueError("exp_gaps: a factor applies to the exponentials only (exponentiate=True)")
     name = getattr(xp, "__name__", "")
     if name == "array_api_compat.torch" and _torch_writable(x, c):
         x.sub_(c).clamp_(lo, 0.0).div_(scale)
-        return x.exp_() if exponentiate else x
+        if not exponentiate:
+            return x
+        return x.exp_() if factor is None else x.exp_().mul_(factor)
     if name in ("numpy", "array_api_compat.numpy"):
         np = sys.modules["numpy"]
         np.subtract(x, c, out=x)
         np.clip(x, lo, 0.0, out=x)
         np.divide(x, scale, out=x)
-        return np.exp(x, out=x) if exponentiate else x
+        if not exponentiate:
+            return x
+        np.exp(x, out=x)
+        return x if factor is None else np.multiply(x, factor, out=x)
     z = clip(xp, x - c, lo, 0.0) / scale
-    return xp.exp(z) if exponentiate else z
+    if not exponentiate:
+        return z
+    return xp.exp(z) if factor is None else xp.exp(z) * factor
 
 
 def fusion_barrier(xp, level):

@@ -68,17 +68,49 @@ def _linear_is_exact(n_leaves, k, double):
     return _log_binom(max(n_leaves, k), k) - floor + 2.0 <= -math.log(tiny)
 
 
+def _scale_window(n_leaves, k, double):
+    """``(log a_lo, log a_hi)``: the factors ``a <= 1`` for which linear space is exact on the
+    leaves ``a x`` (see :func:`leaf_scale`); empty when ``a_lo > a_hi``."""
+    eps, tiny = (2.0**-53, 2.2250738585072014e-308) if double else (2.0**-24, 1.1754943508222875e-38)
+    floor = math.log(eps) - math.log(k) - (k - 1) * math.log(2.0)
+    low, high = math.log(tiny) + 2.0, floor - math.log(tiny) - 2.0  # the normal range, a margin of e^2
+    n = max(n_leaves, k)
+    binom = [_log_binom(n, j) for j in range(k + 1)]
+    lo = (low - floor) / k  # a^k floor >= low: every term that matters stays normal
+    # a^j C(n, j) <= high for every j: the largest value keeps the smallest cotangent that matters
+    # (floor / value) normal
+    hi = min([0.0] + [(high - binom[j]) / j for j in range(1, k + 1)])
+    return lo, hi
+
+
+def leaf_scale(n_leaves, k, double=False):
+    """The factor ``a`` by which the leaves are multiplied in the ``"scaled"`` mode, or ``None``.
+
+    The polynomial of ``a x`` has coefficients ``a^j e_j(x)``: a factor per degree, undone exactly
+    in the (batch, k + 1) table of logs. Every term of ``e_j(x)`` that matters is at least the
+    floor ``eps / (k 2^(k-1))``, so every partial product of a term that matters is at least
+    ``a^k`` floor (each leaf is at most ``a``), and every value is at most
+    ``max_j a^j C(n_leaves, j)``. ``a`` is the geometric middle of the factors that keep both
+    within the normal range, with a margin of e^2 at each end (:func:`_scale_window`)."""
+    lo, hi = _scale_window(n_leaves, k, double)
+    return math.exp((lo + hi) / 2) if lo <= hi else None
+
+
 def plan_mode(n_leaves, k, double, float64_ok=False):
     """How to compute e_0..e_k of ``n_leaves`` values in [0, 1] without losing any term that matters.
 
-    ``"linear"``: linear space in the input's dtype; ``"linear64"``: linear space in float64
-    for float32 (or half) inputs, when float32's range is too narrow and ``float64_ok``;
-    ``"log"``: log space. The largest value is at most C(n_leaves, k); the smallest that can
-    matter is eps / (k 2^(k-1)) (eps of the input's dtype). Linear space is exact when
-    C(n_leaves, k) / that floor stays within the normal range (with a margin of e^2).
+    ``"linear"``: linear space in the input's dtype; for float32 (or half) inputs where
+    float32's range is too narrow and ``float64_ok``: ``"scaled"``, linear space in float32 on
+    leaves scaled by :func:`leaf_scale` (the per-degree factors undone in float64), where a
+    factor fits, else ``"linear64"``, linear space in float64; ``"log"``: log space. The largest
+    value is at most C(n_leaves, k); the smallest that can matter is eps / (k 2^(k-1)) (eps of
+    the input's dtype). Linear space is exact when C(n_leaves, k) / that floor stays within the
+    normal range (with a margin of e^2).
     """
     if n_leaves <= 0 or k <= 0 or _linear_is_exact(n_leaves, k, double):
         return "linear"
+    if not double and float64_ok and leaf_scale(n_leaves, k) is not None:
+        return "scaled"
     if not double and float64_ok and _linear_is_exact(n_leaves, k, True):
         return "linear64"
     return "log"
@@ -138,16 +170,19 @@ log-space trees of k = 10 and 20 there; 0.82-1.00x at 256 x 1000; 1.12x (k = 5) 
 
 def _plan(xp, s, k):
     """(mode, whether the polynomials run in float64, whether by prefix sums, whether the trees
-    are built nodes last) for scores ``s``: shapes and dtypes only. Prefix sums run in float64
-    (their rounding grows with the row). Nodes last (:func:`~.esf.nodes_last_applies`, XLA and
-    torch on a CPU): both trees, of U and of w, take the rows as they are, with no transposed copy."""
+    are built nodes last, the leaves' factor) for scores ``s``: shapes and dtypes only. Prefix
+    sums run in float64 (their rounding grows with the row). Nodes last
+    (:func:`~.esf.nodes_last_applies`, XLA and torch on a CPU): both trees, of U and of w, take
+    the rows as they are, with no transposed copy. The factor is :func:`leaf_scale`'s in the
+    ``"scaled"`` mode (then the tables of logs are float64), else ``None``."""
     mode = plan_mode(s.shape[-1] - k, k, s.dtype == xp.float64, float64_available(xp))
     scan = scan_applies(xp, s, k, mode)
     wide = mode == "linear64" or (scan and s.dtype != xp.float64)
+    scale = leaf_scale(s.shape[-1] - k, k, s.dtype == xp.float64) if mode == "scaled" and not scan else None
     tree_mode = "log" if mode == "log" else "linear"
     last = not scan and s.shape[-1] >= NODES_LAST_MIN and nodes_last_applies(xp, s, s.shape[-1], k, tree_mode)
     last = last and (k < 2 or nodes_last_applies(xp, s, k, k - 1, tree_mode))
-    return tree_mode, wide, scan, last
+    return tree_mode, wide, scan, last, scale
 
 
 def _polynomial(xp, leaves, degree, mode, scan, last):
@@ -230,9 +265,9 @@ def _scaled(xp, diff, scale):
     return xp.where(diff < -bound, -bound, xp.where(diff > bound, bound, diff)) / scale
 
 
-def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last):
+def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale):
     """Everything both passes need: m = |T|, s_y - c, T's columns, and the polynomials of U and of
-    w = 1/x_T (:func:`_polynomial`'s pairs)."""
+    w = 1/x_T (:func:`_polynomial`'s pairs); with a factor ``scale``, U's leaves are ``scale x``."""
     neg_inf = NEG_INF  # a Python scalar: takes the array's dtype and device
     # the label out of the ranking: a copy of s with -inf written at y (O(batch) writes). Nodes
     # last, the copy already spans the tree's padded leaves (padded_leaves), its padding -inf as
@@ -250,21 +285,21 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last):
     # 0, are written out of U below. One clip: every (batch, n) operation is a pass over memory.
     # In place in `others` where the backend can (exp_gaps), exponentiated there unless in float64.
     exp_now = mode == "linear" and not wide
-    z = exp_gaps(xp, others, c, -_Z_CLIP * k * tau, k * tau, exponentiate=exp_now)
+    z = exp_gaps(xp, others, c, -_Z_CLIP * k * tau, k * tau, exponentiate=exp_now, factor=scale)
     del others  # (batch, n) temporaries go before the trees are built: the peak is there
     if wide:
         z = xp.astype(z, xp.float64)
     leaves = xp.exp(z) if mode == "linear" and not exp_now else z
     del z
     # T leaves U (x = 0). The other top-k columns tie with c: z = 0 exactly, x = 1, written as is
-    tie = xp.astype(~in_t, leaves.dtype)
+    tie = xp.astype(~in_t, leaves.dtype) * (1.0 if scale is None else scale)
     leaves = put_columns(xp, leaves, tie if mode == "linear" else _safe_log(xp, tie), idx)
     d_y = take_columns(xp, s, labels[:, None])[:, 0] - c[:, 0]
     # all k top values, never a slice of them: XLA turns top_k followed by a slice into a full
     # sort. The k-th (= c) is not in T: its w is 0 (log w = -inf) and it adds nothing.
     log_w = xp.where(in_t, _scaled(xp, c - vals, k * tau), neg_inf)  # log(1/x_t) < 0 on T, -inf elsewhere
-    if wide:
-        log_w = xp.astype(log_w, xp.float64)
+    if wide or scale is not None:  # scaled: k leaves a row; float64 keeps its cotangents, which
+        log_w = xp.astype(log_w, xp.float64)  # are up to C(|U|, k) / D, within range
     m = xp.sum(xp.astype(in_t, labels.dtype), axis=-1)
     poly_u = _polynomial(xp, leaves, k, mode, scan, last)
     # w < 1: the same bound makes linear space exact for its polynomial
@@ -272,13 +307,23 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last):
     return d_y, m, idx, poly_u, poly_w
 
 
-def _log_e(xp, poly_u, poly_w, mode, zero):
-    """log e_0..e_k of x_U, ``(batch, k + 1)``, and log e_0..e_{k-1} of w, ``(batch, k)``."""
+def _log_e(xp, poly_u, poly_w, mode, zero, scale):
+    """log e_0..e_k of x_U, ``(batch, k + 1)``, and log e_0..e_{k-1} of w, ``(batch, k)``, in
+    ``zero``'s dtype; with a factor ``scale`` on U's leaves, log(scale^j) taken off each degree j."""
 
     def logs(top):
+        top = xp.astype(top, zero.dtype)
         return xp.concat([zero[:, None], _safe_log(xp, top) if mode == "linear" else top], axis=-1)
 
-    return logs(poly_u[0]), (logs(poly_w[0]) if poly_w is not None else zero[:, None])
+    log_eu = logs(poly_u[0])
+    if scale is not None:
+        log_eu = log_eu - _degree_logs(xp, k=log_eu.shape[-1] - 1, scale=scale, like=zero)
+    return log_eu, (logs(poly_w[0]) if poly_w is not None else zero[:, None])
+
+
+def _degree_logs(xp, k, scale, like, first=0):
+    """``j log(scale)`` for ``j = first .. k``, in ``like``'s dtype and on its device."""
+    return xp.astype(arange_like(xp, k + 1 - first, like, dtype=like.dtype) + float(first), like.dtype) * math.log(scale)
 
 
 def _pair_degrees(xp, m, k, first, sign):
@@ -297,10 +342,12 @@ def _log_terms(xp, table, degrees, k, pad, shift):
 
 def _smooth_forward(xp, s, labels, *, static):
     k, tau, alpha = static
-    mode, wide, scan, last = _plan(xp, s, k)
-    d_y, m, idx_t, poly_u, poly_w = _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last)
-    zero = xp.zeros_like(poly_u[0][:, 0])  # (batch,), in the polynomials' dtype
-    log_eu, log_ew = _log_e(xp, poly_u, poly_w, mode, zero)
+    mode, wide, scan, last, scale = _plan(xp, s, k)
+    d_y, m, idx_t, poly_u, poly_w = _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale)
+    # (batch,), in the tables' dtype: the polynomials', float64 where U's leaves were scaled
+    zero = xp.zeros_like(poly_u[0][:, 0], dtype=xp.float64 if scale is not None else None)
+    wide = wide or scale is not None  # from here on: whether the tables are wider than s
+    log_eu, log_ew = _log_e(xp, poly_u, poly_w, mode, zero, scale)
     # D = sum_b e_b(w) e_{k-1-m+b}(U), N = sum_b e_b(w) e_{k-m+b}(U); e_b(w) = 0 for b > m
     table_u = _padded_table(xp, log_eu, k)
     log_dn = logsumexp(xp, _log_terms(xp, table_u, _pair_degrees(xp, m, k, k - 1, -1), k, k, log_ew[:, None, :]), axis=-1)
@@ -320,7 +367,7 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     k, tau, alpha = static
     (labels,) = args
     n = s.shape[-1]
-    mode, wide, scan, last = _plan(xp, s, k)
+    mode, wide, scan, last, scale = _plan(xp, s, k)
     r, log_dn, m, idx_t, table_u, log_ew = residuals[:6]
     batch, accelerator = s.shape[0], on_accelerator(s)
     leaves, state_u, n_u = _restore(xp, residuals[6:], n, k, batch, mode, scan, accelerator, last)
@@ -328,14 +375,17 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     # dL/ds = coef dr/dz, coef = g sigmoid(r) / k: folded into the polynomials' (batch, k)
     # cotangents, not applied to the (batch, n) result (one pass over memory fewer)
     coef = g * sigmoid(xp, r) / k
-    coef_b = (xp.astype(coef, leaves.dtype) if wide else coef)[:, None]
+    coef_b = (xp.astype(coef, leaves.dtype) if wide else coef)[:, None]  # scaled: coef in float64
 
     # U: d(log N - log D)/d e_j(U) = e_{j-k+m}(w) / N - e_{j-k+1+m}(w) / D, j = 1..k, as logs
     table_w = _padded_table(xp, log_ew, k)
     log_c = _log_terms(xp, table_w, _pair_degrees(xp, m, k, 1 - k, 1), k, k, xp.flip(shift, axis=1))
+    if scale is not None:  # d/d e_j(scale x_U) = scale^-j d/d e_j(x_U)
+        log_c = log_c - _degree_logs(xp, k, scale, log_c, first=1)
     log_cn, log_cd = log_c[:, 0, :], log_c[:, 1, :]  # (batch, k)
     if mode == "linear":
-        d_z = _backprop(xp, leaves, state_u, coef_b * (xp.exp(log_cn) - xp.exp(log_cd)), scan, last)
+        cot = coef_b * (xp.exp(log_cn) - xp.exp(log_cd))
+        d_z = _backprop(xp, leaves, state_u, cot if scale is None else xp.astype(cot, leaves.dtype), scan, last)
     else:  # every term is a fraction (<= 1) of N or D: exponentiate whole terms only
         leaves = _tree_layout(xp, leaves, last)
         outside = complement(xp, state_u, k - 1, n, axis=-1 if last else 0)
@@ -363,7 +413,7 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
                 lc = log_comp[b - 1]
                 d_t = d_t + (xp.exp(lc + _per_row(log_ad[:, b], last)) - xp.exp(lc + _per_row(log_an[:, b], last)))
             d_t = _tree_layout(xp, d_t, last) * coef_b
-        d_z = put_columns(xp, d_z, xp.astype(d_t, s.dtype) if wide else d_t, idx_t, add=True)
+        d_z = put_columns(xp, d_z, xp.astype(d_t, s.dtype) if wide or scale is not None else d_t, idx_t, add=True)
 
     return put_columns(xp, d_z, -xp.astype(coef, s.dtype)[:, None], labels[:, None])  # -coef at y (written, not added)
 
