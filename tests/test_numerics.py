@@ -139,6 +139,23 @@ def _extreme_rows(n, k, tau, rng):
     return np.stack(rows).astype(np.float32)
 
 
+@pytest.mark.parametrize("n,k", [(100, 5), (1000, 5), (144, 20), (1871, 10)])
+def test_float32_far_past_the_margin(n, k):
+    """Rows whose label sits far above every other class: sigmoid(r), the chain rule's
+    coefficient, is 1e-40 to 1e-6, and so is the whole gradient; it stays within the contract
+    relative to its largest entry. (With the coefficient folded into the trees' cotangents,
+    they fell below float32's normal range first: 490 times the tolerance at 144 classes,
+    k = 20, 6 times at 1000, k = 5.)"""
+    rng = np.random.default_rng(n * k)
+    tau = 1.0
+    rows = _extreme_rows(n, k, tau, rng)
+    rows = np.concatenate([rows, (rng.normal(size=(8, n)) * k).astype(np.float32)])
+    for above in (5.0, 20.0, 50.0, 80.0):
+        lifted = rows.copy()
+        lifted[:, 0] = rows.max(axis=1) + np.float32(above * k * tau)
+        _check_contract(lifted, np.zeros(rows.shape[0], dtype=np.int64), k, tau)
+
+
 @pytest.mark.parametrize("n,k", [(146, 20), (1000, 20), (1617, 20), (2000, 10)])
 @pytest.mark.parametrize("tau", [1e-3, 1.0])
 def test_float32_scaled_extremes(n, k, tau):

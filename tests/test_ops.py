@@ -146,6 +146,18 @@ def test_exp_gaps_factor(xp):
         ops.exp_gaps(ns, asarray(xp, x, xp.float64), ca, -60.0, 7.0, exponentiate=False, factor=0.03)
 
 
+def test_times_rows(xp):
+    """x times a per-row column: the standard product's values, in place in x on NumPy and
+    eager torch (x is a temporary the caller owns)."""
+    rng = np.random.default_rng(5)
+    x, v = rng.normal(size=(4, 7)), rng.normal(size=(4, 1))
+    xa = asarray(xp, x, xp.float64)
+    got = ops.times_rows(namespace(xa), xa, asarray(xp, v, xp.float64))
+    np.testing.assert_array_equal(to_numpy(got), x * v)
+    if isinstance(xa, np.ndarray) or hasattr(xa, "is_contiguous"):
+        np.testing.assert_array_equal(to_numpy(xa), x * v)  # written into x itself
+
+
 def xp_transpose(xp, a):
     """A contiguous transposed copy of a 2-D array of the backend ``xp``."""
     ns = namespace(a)

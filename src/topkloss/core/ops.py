@@ -206,6 +206,18 @@ def exp_gaps(xp, x, c, lo, scale, exponentiate=True, factor=None):
     return xp.exp(z) if factor is None else xp.exp(z) * factor
 
 
+def times_rows(xp, x, v):
+    """``x * v`` for a 2-D ``x`` and a ``(batch, 1)`` column ``v`` of its dtype. ``x`` must be a
+    temporary the caller owns: NumPy and eager torch multiply in place in it (no second
+    ``(batch, n)`` array); elsewhere the standard product."""
+    name = getattr(xp, "__name__", "")
+    if name == "array_api_compat.torch" and _torch_writable(x, v):
+        return x.mul_(v)
+    if name in ("numpy", "array_api_compat.numpy"):
+        return sys.modules["numpy"].multiply(x, v, out=x)
+    return x * v
+
+
 def fusion_barrier(xp, level):
     """A tree level (a list of arrays, or one array), unchanged: under ``jax.jit`` on a CPU, a
     boundary that XLA's fusion cannot cross. Elsewhere ``level`` itself.

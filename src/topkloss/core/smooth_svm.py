@@ -51,7 +51,7 @@ import math
 
 from .esf import _is_xla, complement, nodes_last_applies, padded_leaves, restore_tree, scan_backprop, scan_leaves, scan_prefix, tree_backprop, tree_levels, tree_residuals, tree_root
 from .op import Op
-from .ops import NEG_INF, _device, _torch_compiling, arange_like, copy, exp_gaps, float64_available, full_like_shape, fusion_barrier, logsumexp, on_accelerator, onehot, put_columns, scatter_columns, sigmoid, take_columns, top_k
+from .ops import NEG_INF, _device, _torch_compiling, arange_like, copy, exp_gaps, float64_available, full_like_shape, fusion_barrier, logsumexp, on_accelerator, onehot, put_columns, scatter_columns, sigmoid, take_columns, times_rows, top_k
 
 __all__ = ["SMOOTH_TOPK_SVM", "TOPK_SVM", "plan_mode"]
 
@@ -372,10 +372,12 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     batch, accelerator = s.shape[0], on_accelerator(s)
     leaves, state_u, n_u = _restore(xp, residuals[6:], n, k, batch, mode, scan, accelerator, last)
     shift = -log_dn[:, :, None]  # (batch, 2, 1): log(1/D), log(1/N)
-    # dL/ds = coef dr/dz, coef = g sigmoid(r) / k: folded into the polynomials' (batch, k)
-    # cotangents, not applied to the (batch, n) result (one pass over memory fewer)
+    # dL/ds = coef dr/dz, coef = g sigmoid(r) / k, applied to the trees' results, not folded into
+    # their cotangents: far past the margin coef is as small as 1e-40, and the cotangents times
+    # coef fell below the normal range in the tree before the gradient entries did
     coef = g * sigmoid(xp, r) / k
     coef_b = (xp.astype(coef, leaves.dtype) if wide else coef)[:, None]  # scaled: coef in float64
+    coef_n = xp.astype(coef, s.dtype)[:, None]
 
     # U: d(log N - log D)/d e_j(U) = e_{j-k+m}(w) / N - e_{j-k+1+m}(w) / D, j = 1..k, as logs
     table_w = _padded_table(xp, log_ew, k)
@@ -384,8 +386,9 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
         log_c = log_c - _degree_logs(xp, k, scale, log_c, first=1)
     log_cn, log_cd = log_c[:, 0, :], log_c[:, 1, :]  # (batch, k)
     if mode == "linear":
-        cot = coef_b * (xp.exp(log_cn) - xp.exp(log_cd))
+        cot = xp.exp(log_cn) - xp.exp(log_cd)
         d_z = _backprop(xp, leaves, state_u, cot if scale is None else xp.astype(cot, leaves.dtype), scan, last)
+        d_z = times_rows(xp, xp.astype(d_z, s.dtype) if wide else d_z, coef_n)  # d_z: the tree's new array
     else:  # every term is a fraction (<= 1) of N or D: exponentiate whole terms only
         leaves = _tree_layout(xp, leaves, last)
         outside = complement(xp, state_u, k - 1, n, axis=-1 if last else 0)
@@ -394,8 +397,8 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
             log_term = leaves if j == 1 else leaves + outside[j - 2]
             d_z = d_z + (xp.exp(log_term + _per_row(log_cn[:, j - 1], last)) - xp.exp(log_term + _per_row(log_cd[:, j - 1], last)))
         d_z = _tree_layout(xp, d_z, last) * coef_b
-    if wide:
-        d_z = xp.astype(d_z, s.dtype)
+        if wide:
+            d_z = xp.astype(d_z, s.dtype)
 
     # T: dr/dz_t = -sum_{b>=1} w_t e_{b-1}(w \ t) (e_{k-m+b}(U) / N - e_{k-1-m+b}(U) / D)
     if k >= 2:
@@ -403,7 +406,7 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
         log_a = _log_terms(xp, table_u, _pair_degrees(xp, m, k, k - 1, -1), k, k, shift)  # as in the forward
         log_ad, log_an = log_a[:, 0, :], log_a[:, 1, :]
         if mode == "linear":  # w_t sum_b e_{b-1}(w \ t) (A_b - N_b): reverse mode through w's polynomial
-            d_t = _backprop(xp, w, state_w, coef_b * (xp.exp(log_ad[:, 1:]) - xp.exp(log_an[:, 1:])), scan, last)
+            d_t = _backprop(xp, w, state_w, xp.exp(log_ad[:, 1:]) - xp.exp(log_an[:, 1:]), scan, last) * coef_b
         else:
             w = _tree_layout(xp, w, last)
             out_w = complement(xp, state_w, k - 2, k, mode, axis=-1 if last else 0)
