@@ -23,6 +23,11 @@ class Op:
         the vector-Jacobian product: ``g`` has the shape of ``out``, ``dx`` the shape
         of ``x``.
 
+    ``float64_inside``: part of the work runs in float64 where the backend has it
+    (:func:`~.ops.float64_available`), also for float32 inputs. The JAX adapter then traces
+    ``forward`` and ``backward`` with ``jax_enable_x64`` on (on CPUs and GPUs), whatever the
+    user's setting: the inputs and results keep their dtypes.
+
     Ops are compared by identity, so they can be used as static (hashable)
     arguments of ``jax.custom_vjp`` and as keys of the adapters' caches.
     """
@@ -30,6 +35,7 @@ class Op:
     name: str
     forward: Callable[..., Any]
     backward: Callable[..., Any]
+    float64_inside: bool = False
 
     def __post_init__(self):
         REGISTRY.append(self)

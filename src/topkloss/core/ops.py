@@ -841,7 +841,8 @@ def put_labels(xp, base, values, labels):
 
 
 def float64_available(xp):
-    """Whether ``xp`` computes in float64 (JAX only with ``jax_enable_x64``). Static: no array is read."""
+    """Whether ``xp`` computes in float64 (JAX only with ``jax_enable_x64``, which the JAX adapter
+    turns on while it traces an op with ``float64_inside``). Static: no array is read."""
     import sys
 
     if getattr(xp, "__name__", "") == "jax.numpy":

@@ -27,8 +27,11 @@ Because :math:`x_U \le 1` and :math:`N, D \ge 1`, no term of :math:`e_j(x_U)` be
 :math:`\epsilon / (k\,2^{k-1})` can change the result: when the largest possible value,
 :math:`\binom{|U|}{k}`, keeps that floor above the dtype's smallest normal number, the
 polynomial of :math:`U` is computed in **linear space** (products and sums, no exp/log per
-term); for float32 inputs where only float64's range suffices, in linear space in float64;
-else in log space (:func:`plan_mode`; shapes and dtype decide, never values). Where linear
+term); for float32 inputs where float32's range is too narrow, in linear space in float32 on
+leaves scaled by one factor that the float64 table of logs takes off per degree
+(:func:`leaf_scale`), or where no factor fits, in linear space in float64; else in log space
+(:func:`plan_mode`; shapes and dtype decide, never values). JAX gets float64 for this
+whatever the program's ``jax_enable_x64`` (the op's ``float64_inside``). Where linear
 space is exact, eager torch takes both polynomials of rows up to about a thousand classes by
 prefix sums in float64 instead of the tree, and on a GPU (eager torch, CuPy) also those of float32
 batches of up to 2^22 entries (:func:`scan_applies`, :func:`~.esf.scan_prefix`): two
@@ -421,7 +424,7 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     return put_columns(xp, d_z, -xp.astype(coef, s.dtype)[:, None], labels[:, None])  # -coef at y (written, not added)
 
 
-SMOOTH_TOPK_SVM = Op("smooth_topk_svm", _smooth_forward, _smooth_backward)
+SMOOTH_TOPK_SVM = Op("smooth_topk_svm", _smooth_forward, _smooth_backward, float64_inside=True)
 
 
 def _hard_forward(xp, s, labels, *, static):
