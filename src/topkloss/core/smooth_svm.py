@@ -295,7 +295,9 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale):
     leaves = xp.exp(z) if mode == "linear" and not exp_now else z
     del z
     # T leaves U (x = 0). The other top-k columns tie with c: z = 0 exactly, x = 1, written as is
-    tie = xp.astype(~in_t, leaves.dtype) * (1.0 if scale is None else scale)
+    tie = xp.astype(~in_t, leaves.dtype)
+    if scale is not None:
+        tie = tie * scale
     leaves = put_columns(xp, leaves, tie if mode == "linear" else _safe_log(xp, tie), idx)
     d_y = take_columns(xp, s, labels[:, None])[:, 0] - c[:, 0]
     # all k top values, never a slice of them: XLA turns top_k followed by a slice into a full
@@ -315,7 +317,7 @@ def _log_e(xp, poly_u, poly_w, mode, zero, scale):
     ``zero``'s dtype; with a factor ``scale`` on U's leaves, log(scale^j) taken off each degree j."""
 
     def logs(top):
-        top = xp.astype(top, zero.dtype)
+        top = xp.astype(top, zero.dtype, copy=False)  # float64 tables for scaled leaves, else as is
         return xp.concat([zero[:, None], _safe_log(xp, top) if mode == "linear" else top], axis=-1)
 
     log_eu = logs(poly_u[0])
@@ -380,7 +382,7 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     # coef fell below the normal range in the tree before the gradient entries did
     coef = g * sigmoid(xp, r) / k
     coef_b = (xp.astype(coef, leaves.dtype) if wide else coef)[:, None]  # scaled: coef in float64
-    coef_n = xp.astype(coef, s.dtype)[:, None]
+    coef_n = xp.astype(coef, s.dtype, copy=False)[:, None]
 
     # U: d(log N - log D)/d e_j(U) = e_{j-k+m}(w) / N - e_{j-k+1+m}(w) / D, j = 1..k, as logs
     table_w = _padded_table(xp, log_ew, k)
