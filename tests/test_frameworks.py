@@ -121,9 +121,9 @@ def test_jax_smooth_svm_float64_inside_without_x64(n, k, eager):
     """With the user's ``jax_enable_x64`` off, ``smooth_topk_svm`` still plans as NumPy does
     (scaled leaves for k = 10 at 2000 classes and k = 20 at 300; float64 trees for k = 20 at
     2500), because the adapter traces it with x64 on (``Op.float64_inside``): float32 in and
-    out, within the numerical contract of NumPy's float64, eager, under ``jit`` and ``vmap``,
-    and the rest of the program keeps x64 off. (Eager and ``vmap`` on the smallest size only:
-    XLA compiles each for minutes at k = 20.)"""
+    out, within the numerical contract of NumPy's float64, eager, under ``jit``, ``vmap`` and
+    ``checkpoint``, and the rest of the program keeps x64 off. (Eager, ``vmap`` and ``checkpoint`` on the
+    smallest size only: XLA compiles each for minutes at k = 20.)"""
     available("jax")
     import jax
     import jax.numpy as jnp
@@ -154,6 +154,9 @@ def test_jax_smooth_svm_float64_inside_without_x64(n, k, eager):
         if eager:
             per_row = jax.jit(jax.vmap(jax.grad(lambda a, b: f(a[None], b[None]))))(sj, yj)
             np.testing.assert_allclose(np.asarray(per_row), want_g, rtol=0, atol=1e-5 * np.abs(want_g).max())
+            remat = jax.jit(jax.grad(jax.checkpoint(f)))(sj, yj)  # the forward traced again in the backward
+            assert remat.dtype == jnp.float32
+            np.testing.assert_allclose(np.asarray(remat), want_g, rtol=0, atol=1e-5 * np.abs(want_g).max())
         assert jnp.asarray(1.0).dtype == jnp.float32  # still off outside the loss
     want_mode = smooth_svm.plan_mode(n - k, k, False, True)
     assert set(planned) == {want_mode}
