@@ -116,14 +116,15 @@ def test_jax_grad_jit_vmap(name, dtype):
     np.testing.assert_allclose(np.asarray(per_row) / len(y), want_g, rtol=rtol, atol=rtol * 1e-2)
 
 
-@pytest.mark.parametrize("n,k,eager", [(60, 5, True), (2000, 10, False), (300, 20, False), (2500, 20, False)])
-def test_jax_smooth_svm_float64_inside_without_x64(n, k, eager):
+@pytest.mark.parametrize("n,k,eager,no_row_scale", [(60, 5, True, False), (2000, 10, False, False), (2500, 20, False, False), (300, 20, False, True)])
+def test_jax_smooth_svm_float64_inside_without_x64(n, k, eager, no_row_scale):
     """With the user's ``jax_enable_x64`` off, ``smooth_topk_svm`` still plans as NumPy does
-    (scaled leaves for k = 10 at 2000 classes and k = 20 at 300; float64 trees for k = 20 at
-    2500), because the adapter traces it with x64 on (``Op.float64_inside``): float32 in and
-    out, within the numerical contract of NumPy's float64, eager, under ``jit``, ``vmap`` and
-    ``checkpoint``, and the rest of the program keeps x64 off. (Eager, ``vmap`` and ``checkpoint`` on the
-    smallest size only: XLA compiles each for minutes at k = 20.)"""
+    (leaves scaled per row for k = 10 at 2000 classes and k = 20 at 2500; float64 trees, which
+    k >= 28 takes, forced for k = 20 at 300), because the adapter traces it with x64 on
+    (``Op.float64_inside``): float32 in and out, within the numerical contract of NumPy's
+    float64, eager, under ``jit``, ``vmap`` and ``checkpoint``, and the rest of the program keeps
+    x64 off. (Eager, ``vmap`` and ``checkpoint`` on the smallest size only: XLA compiles each for
+    minutes at k = 20.)"""
     available("jax")
     import jax
     import jax.numpy as jnp
@@ -144,6 +145,8 @@ def test_jax_smooth_svm_float64_inside_without_x64(n, k, eager):
     f = lambda a, b: topkloss.smooth_topk_svm(a, b, k=k, reduction="sum")  # noqa: E731
     with jax.enable_x64(False), pytest.MonkeyPatch.context() as mp:
         mp.setattr(smooth_svm, "plan_mode", spy)
+        if no_row_scale:
+            mp.setattr(smooth_svm, "_row_scale_is_exact", lambda k: False)
         sj, yj = jnp.asarray(s), jnp.asarray(y)
         assert sj.dtype == jnp.float32 and yj.dtype == jnp.int32  # the user's x64 is off
         for vg in (jax.value_and_grad(f), jax.jit(jax.value_and_grad(f)))[0 if eager else 1 :]:
@@ -158,9 +161,9 @@ def test_jax_smooth_svm_float64_inside_without_x64(n, k, eager):
             assert remat.dtype == jnp.float32
             np.testing.assert_allclose(np.asarray(remat), want_g, rtol=0, atol=1e-5 * np.abs(want_g).max())
         assert jnp.asarray(1.0).dtype == jnp.float32  # still off outside the loss
-    want_mode = smooth_svm.plan_mode(n - k, k, False, True)
+        want_mode = real(n - k, k, False, True)
     assert set(planned) == {want_mode}
-    assert want_mode == {(2000, 10): "scaled", (300, 20): "scaled", (2500, 20): "linear64", (60, 5): "linear"}[(n, k)]
+    assert want_mode == {(2000, 10): "scaled", (2500, 20): "scaled", (300, 20): "linear64", (60, 5): "linear"}[(n, k)]
 
 
 def test_jax_log_esf_jit_grad():

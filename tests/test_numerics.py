@@ -88,36 +88,47 @@ def test_float32_wide_rows(monkeypatch, n, k, scan):
 
 def test_plan_mode_is_static_and_sensible():
     assert smooth_svm.plan_mode(100_000, 5, double=False) == "linear"
-    assert smooth_svm.plan_mode(100_000, 20, double=False) == "log"
-    assert smooth_svm.plan_mode(100_000, 20, double=False, float64_ok=True) == "linear64"
+    assert smooth_svm.plan_mode(100_000, 20, double=False) == "log"  # scaled leaves need float64 tables
+    assert smooth_svm.plan_mode(100_000, 20, double=False, float64_ok=True) == "scaled"
     assert smooth_svm.plan_mode(100_000, 10, double=False, float64_ok=True) == "scaled"
-    assert smooth_svm.plan_mode(100_000, 10, double=False) == "log"  # scaled leaves need float64 tables
+    assert smooth_svm.plan_mode(10**9, 28, double=False, float64_ok=True) == "scaled"
+    assert smooth_svm.plan_mode(100_000, 29, double=False, float64_ok=True) == "linear64"
     assert smooth_svm.plan_mode(10**9, 200, double=False, float64_ok=True) == "log"
     assert smooth_svm.plan_mode(100_000, 20, double=True) == "linear"
     assert smooth_svm.plan_mode(99, 20, double=False) == "linear"
-    # where plain float32 trees end, scaled ones begin and end (docs/benchmarks.md quotes these):
-    # n classes give n - k leaves
-    for k, first_scaled, first64 in ((10, 1872, 761_071), (20, 145, 1618)):
+    # where plain float32 trees end and leaves scaled per row begin (docs/benchmarks.md quotes
+    # these; n classes give n - k leaves); the scaled mode has no upper end in n, and reaches k = 28
+    for k, first_scaled in ((10, 1872), (20, 145)):
         assert smooth_svm.plan_mode(first_scaled - 1 - k, k, double=False, float64_ok=True) == "linear"
         assert smooth_svm.plan_mode(first_scaled - k, k, double=False, float64_ok=True) == "scaled"
-        assert smooth_svm.plan_mode(first64 - 1 - k, k, double=False, float64_ok=True) == "scaled"
-        assert smooth_svm.plan_mode(first64 - k, k, double=False, float64_ok=True) == "linear64"
+    assert smooth_svm._row_scale_is_exact(28) and not smooth_svm._row_scale_is_exact(29)
     assert smooth_svm.plan_mode(200_000 - 5, 5, double=False) == "linear"
 
 
-@pytest.mark.parametrize("n_leaves,k", [(2000, 10), (100_000, 10), (130, 20), (1000, 20), (1597, 20), (10, 3)])
-def test_leaf_scale_keeps_every_value_in_range(n_leaves, k):
-    """The factor a of the scaled mode: a <= 1, every term that matters at least a^k floor and
-    every value at most max_j a^j C(n, j), both within float32's normal range with a margin of
-    e^2 (floor = eps / (k 2^(k-1)), the smallest term of e_j that can change the result)."""
-    a = smooth_svm.leaf_scale(n_leaves, k)
-    assert a is not None and 0 < a <= 1
-    eps, tiny = float(np.finfo(np.float32).eps) / 2, TINY32
-    log_floor = math.log(eps / (k * 2 ** (k - 1)))
-    assert k * math.log(a) + log_floor >= math.log(tiny) + 2 - 1e-9
-    largest = max(j * math.log(a) + math.lgamma(n_leaves + 1) - math.lgamma(j + 1) - math.lgamma(n_leaves - j + 1) for j in range(k + 1))
-    assert largest <= log_floor - math.log(tiny) - 2 + 1e-9
-    assert smooth_svm.leaf_scale(10**7, 20) is None  # no factor fits: float64 or log space
+@pytest.mark.parametrize("n,k", [(146, 20), (5000, 20), (100_000, 28), (2000, 10), (40, 3)])
+def test_row_scale_keeps_every_value_in_range(n, k):
+    """The scaled mode's bounds (smooth_svm._row_scale_is_exact), checked on its leaves
+    (smooth_svm._row_scaled) with exact float64 polynomials: every e_j of a row's scaled leaves
+    is at most c^j / j! (c = ROW_SCALE k), and at least 1 where the factor is below 1, for rows
+    of every kind (all of U tied at 1, leaves spread just below, sparse among many tiny ones)."""
+    from array_api_compat import numpy as xp
+
+    rng = np.random.default_rng(n + k)
+    width = n - k
+    rows = [np.ones(width), np.exp(-rng.uniform(0, 0.3, width)), np.exp(-rng.uniform(0, 3, width))]
+    sparse = np.full(width, 1e-30)
+    sparse[: 3 * k] = np.exp(-rng.uniform(0, 1, 3 * k))
+    rows += [sparse, np.concatenate([np.ones(1), np.zeros(width - 1)]), np.exp(-rng.exponential(1e-3 * width, width))]
+    leaves, log_a = smooth_svm._row_scaled(xp, np.stack(rows), k)
+    c = smooth_svm.ROW_SCALE * k
+    bound = np.array([j * math.log(c) - math.lgamma(j + 1) for j in range(k + 1)])
+    with np.errstate(divide="ignore"):  # log 0 = -inf: the zero leaves of the one-hot row
+        log_e = topkloss.log_esf(np.log(leaves), k)  # float64, exact to rounding
+    assert np.all(log_e <= bound + 1e-9)
+    scaled = log_a < 0
+    assert scaled.sum() >= 3 and (~scaled).sum() >= 2  # rows of both kinds
+    assert np.all(log_e[scaled] >= -1e-9)
+    assert np.all(log_a <= 0)
 
 
 def _extreme_rows(n, k, tau, rng):
@@ -156,12 +167,13 @@ def test_float32_far_past_the_margin(n, k):
         _check_contract(lifted, np.zeros(rows.shape[0], dtype=np.int64), k, tau)
 
 
-@pytest.mark.parametrize("n,k", [(146, 20), (1000, 20), (1617, 20), (2000, 10)])
+@pytest.mark.parametrize("n,k", [(146, 20), (1617, 20), (5000, 20), (2000, 10), (3000, 28)])
 @pytest.mark.parametrize("tau", [1e-3, 1.0])
 def test_float32_scaled_extremes(n, k, tau):
     """The scaled mode where it is planned, on rows at the ends of its range: the largest values
     (all of U tied at c), the smallest that matter, and T's cotangents, up to C(|U|, k) / D (its
-    polynomial runs in float64: in float32 they overflowed to inf and NaN at 1617 classes, k = 20)."""
+    polynomial runs in float64: in float32 they overflowed to inf and NaN at 1617 classes, k = 20,
+    when one factor scaled every row)."""
     assert smooth_svm.plan_mode(n - k, k, double=False, float64_ok=True) == "scaled"
     s = _extreme_rows(n, k, tau, np.random.default_rng(n + k))
     for label in (0, n - 1):

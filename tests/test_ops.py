@@ -132,20 +132,6 @@ def test_exp_gaps(xp, exponentiate):
         np.testing.assert_array_equal(to_numpy(x2), standard)  # written into x itself
 
 
-def test_exp_gaps_factor(xp):
-    """With a factor: the exponentials times it (one rounding more), in place as without one;
-    a factor without the exponentials is refused."""
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(3, 9)) * 5
-    c = x.max(axis=-1, keepdims=True)
-    xa, ca = asarray(xp, x, xp.float64), asarray(xp, c, xp.float64)
-    ns = namespace(xa)
-    got = to_numpy(ops.exp_gaps(ns, xa, ca, -60.0, 7.0, factor=0.03))
-    np.testing.assert_allclose(got, np.exp(np.clip(x - c, -60.0, 0.0) / 7.0) * 0.03, rtol=8 * np.finfo(np.float64).eps, atol=0)
-    with pytest.raises(ValueError, match="factor"):
-        ops.exp_gaps(ns, asarray(xp, x, xp.float64), ca, -60.0, 7.0, exponentiate=False, factor=0.03)
-
-
 def test_times_rows(xp):
     """x times a per-row column: the standard product's values, in place in x on NumPy and
     eager torch (x is a temporary the caller owns)."""

@@ -28,8 +28,8 @@ def _data(seed, batch, n, scale=2.0):
 def mode(request, monkeypatch):
     """Run a test with the polynomial of U in linear space (tree levels as planned, all stacked,
     all lists, compact level sizes), in log space (power-of-two or compact level sizes), in
-    linear space in float64, in linear space on leaves scaled by ``leaf_scale`` (in float64 a
-    factor near 1e-48 at k = 3), and by prefix sums in float64 (all exact). Compact: every level
+    linear space in float64, in linear space on leaves scaled per row (``smooth_svm._row_scaled``),
+    and by prefix sums in float64 (all exact). Compact: every level
     padded to an even count only, as wide rows are (``esf.level_sizes``); small trees are
     otherwise padded to a power of two."""
     if request.param == "scan":
@@ -172,14 +172,16 @@ def test_backends_agree(xp, dtype, reduction):
     assert_close(grad, g64, rtol=0, atol=1e-12 if dtype == xp.float64 else 1e-6)
 
 
-def test_scaled_plan_backends_agree(xp):
-    """float32 at 4 x 2000, k = 10: linear space on scaled leaves wherever float64 tables exist
-    (every backend here; JAX with x64), against NumPy's float64."""
+@pytest.mark.parametrize("k", [10, 20])
+def test_scaled_plan_backends_agree(xp, k):
+    """float32 at 4 x 2000, k = 10 and 20: linear space on leaves scaled per row wherever float64
+    tables exist (every backend here; JAX with x64 inside), against NumPy's float64. (Eager torch
+    takes prefix sums up to 1800 classes at k = 20: 2000 builds the tree.)"""
     s, y = _data(7, 4, 2000)
     s = s.astype(np.float32)
-    assert smooth_svm.plan_mode(2000 - 10, 10, double=False, float64_ok=True) == "scaled"
-    value, grad = VG_SMOOTH(asarray(xp, s, xp.float32), asarray(xp, y), k=10, reduction="none")
-    want, g64 = VG_SMOOTH(s.astype(np.float64), y, k=10, reduction="none")
+    assert smooth_svm.plan_mode(2000 - k, k, double=False, float64_ok=True) == "scaled"
+    value, grad = VG_SMOOTH(asarray(xp, s, xp.float32), asarray(xp, y), k=k, reduction="none")
+    want, g64 = VG_SMOOTH(s.astype(np.float64), y, k=k, reduction="none")
     assert_close(value, want, rtol=1e-5, atol=1e-6)
     assert_close(grad, g64, rtol=0, atol=1e-6 * float(np.abs(g64).max()))
 

@@ -172,25 +172,22 @@ def clip(xp, x, lo, hi):
     return xp.clip(x, min=lo, max=hi)
 
 
-def exp_gaps(xp, x, c, lo, scale, exponentiate=True, factor=None):
+def exp_gaps(xp, x, c, lo, scale, exponentiate=True):
     """``exp(clip(x - c, lo, 0) / scale)`` (without the ``exp`` unless ``exponentiate``), ``c``
     broadcast against ``x``: subtracted before dividing, one rounding each, as the numerical
-    contract asks. With a ``factor`` (and ``exponentiate``), the result times ``factor`` (one
-    rounding more).
+    contract asks.
 
     ``x`` must be a temporary the caller owns: NumPy and eager torch compute every step in
     place in it, where the standard spelling writes a new array per step (four of the size of
     ``x``). Elsewhere (JAX, CuPy, ``torch.compile``, ``torch.func``) the standard spelling,
     which compilers fuse into one pass.
     """
-    if factor is not None and not exponentiate:
-        raise ValueError("exp_gaps: a factor applies to the exponentials only (exponentiate=True)")
     name = getattr(xp, "__name__", "")
     if name == "array_api_compat.torch" and _torch_writable(x, c):
         x.sub_(c).clamp_(lo, 0.0).div_(scale)
         if not exponentiate:
             return x
-        return x.exp_() if factor is None else x.exp_().mul_(factor)
+        return x.exp_()
     if name in ("numpy", "array_api_compat.numpy"):
         np = sys.modules["numpy"]
         np.subtract(x, c, out=x)
@@ -198,12 +195,11 @@ def exp_gaps(xp, x, c, lo, scale, exponentiate=True, factor=None):
         np.divide(x, scale, out=x)
         if not exponentiate:
             return x
-        np.exp(x, out=x)
-        return x if factor is None else np.multiply(x, factor, out=x)
+        return np.exp(x, out=x)
     z = clip(xp, x - c, lo, 0.0) / scale
     if not exponentiate:
         return z
-    return xp.exp(z) if factor is None else xp.exp(z) * factor
+    return xp.exp(z)
 
 
 def times_rows(xp, x, v):

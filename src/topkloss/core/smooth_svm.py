@@ -28,9 +28,9 @@ Because :math:`x_U \le 1` and :math:`N, D \ge 1`, no term of :math:`e_j(x_U)` be
 :math:`\binom{|U|}{k}`, keeps that floor above the dtype's smallest normal number, the
 polynomial of :math:`U` is computed in **linear space** (products and sums, no exp/log per
 term); for float32 inputs where float32's range is too narrow, in linear space in float32 on
-leaves scaled by one factor that the float64 table of logs takes off per degree
-(:func:`leaf_scale`), or where no factor fits, in linear space in float64; else in log space
-(:func:`plan_mode`; shapes and dtype decide, never values). JAX gets float64 for this
+leaves scaled by a factor per row that the float64 table of logs takes off per degree
+(:func:`_row_scaled`), or for k beyond that mode's reach, in linear space in float64; else in
+log space (:func:`plan_mode`; shapes and dtype decide, never values). JAX gets float64 for this
 whatever the program's ``jax_enable_x64`` (the op's ``float64_inside``). Where linear
 space is exact, eager torch takes both polynomials of rows up to about a thousand classes by
 prefix sums in float64 instead of the tree, and on a GPU (eager torch, CuPy) also those of float32
@@ -71,32 +71,31 @@ def _linear_is_exact(n_leaves, k, double):
     return _log_binom(max(n_leaves, k), k) - floor + 2.0 <= -math.log(tiny)
 
 
-def _scale_window(n_leaves, k, double):
-    """``(log a_lo, log a_hi)``: the factors ``a <= 1`` for which linear space is exact on the
-    leaves ``a x`` (see :func:`leaf_scale`); empty when ``a_lo > a_hi``."""
-    eps, tiny = (2.0**-53, 2.2250738585072014e-308) if double else (2.0**-24, 1.1754943508222875e-38)
+ROW_SCALE = 2.0
+"""In the ``"scaled"`` mode the leaves of a row are multiplied by ``a = min(1, ROW_SCALE k / p)``,
+``p`` the sum of the row's leaves (:func:`_row_scaled`)."""
+
+
+def _row_scale_is_exact(k):
+    """Whether float32 trees on leaves scaled per row (:func:`_row_scaled`) keep every term that
+    matters and every value within float32's normal range, for any number of leaves.
+
+    With ``c = ROW_SCALE k`` and ``y = a x``: ``e_j(y) <= (a p)^j / j! <= c^j / j!`` (Maclaurin's
+    bound ``e_j <= p^j / j!``), for every node of the tree too (its leaves sum to at most p).
+    Rows with ``p <= c`` keep ``a = 1``: ``N, D >= 1``, and a term of ``e_j`` below the floor
+    ``eps / (k 2^(k-1))`` cannot change the result, as in plain linear space. Rows with ``p > c``
+    have ``a = c / p`` and ``e_j(y) >= a^j C(floor(p), j) >= k^j / j! >= 1`` (``e_j`` is
+    Schur-concave: with leaves in [0, 1] and sum p it is least when they are floor(p) ones,
+    and ``floor(p) - j + 1 >= p / 2``); ``N >= e_b(w) e_j(x)`` for the ``b`` that pairs with
+    degree j, so a term of ``e_j(y)`` below the floor times ``e_j(y)`` (>= the floor) cannot
+    change the result either. Each leaf is at most a <= 1, so every partial product of a term
+    that matters is at least the floor. The bound: ``max_j c^j / j!`` over the floor within the
+    normal range, a margin of e^2, as :func:`_linear_is_exact` asks of ``C(n, k)``: k <= 28."""
+    eps, tiny = 2.0**-24, 1.1754943508222875e-38
     floor = math.log(eps) - math.log(k) - (k - 1) * math.log(2.0)
-    low, high = math.log(tiny) + 2.0, floor - math.log(tiny) - 2.0  # the normal range, a margin of e^2
-    n = max(n_leaves, k)
-    binom = [_log_binom(n, j) for j in range(k + 1)]
-    lo = (low - floor) / k  # a^k floor >= low: every term that matters stays normal
-    # a^j C(n, j) <= high for every j: the largest value keeps the smallest cotangent that matters
-    # (floor / value) normal
-    hi = min([0.0] + [(high - binom[j]) / j for j in range(1, k + 1)])
-    return lo, hi
-
-
-def leaf_scale(n_leaves, k, double=False):
-    """The factor ``a`` by which the leaves are multiplied in the ``"scaled"`` mode, or ``None``.
-
-    The polynomial of ``a x`` has coefficients ``a^j e_j(x)``: a factor per degree, undone exactly
-    in the (batch, k + 1) table of logs. Every term of ``e_j(x)`` that matters is at least the
-    floor ``eps / (k 2^(k-1))``, so every partial product of a term that matters is at least
-    ``a^k`` floor (each leaf is at most ``a``), and every value is at most
-    ``max_j a^j C(n_leaves, j)``. ``a`` is the geometric middle of the factors that keep both
-    within the normal range, with a margin of e^2 at each end (:func:`_scale_window`)."""
-    lo, hi = _scale_window(n_leaves, k, double)
-    return math.exp((lo + hi) / 2) if lo <= hi else None
+    c = ROW_SCALE * k
+    largest = max(j * math.log(c) - math.lgamma(j + 1) for j in range(k + 1))
+    return largest - floor + 2.0 <= -math.log(tiny)
 
 
 def plan_mode(n_leaves, k, double, float64_ok=False):
@@ -104,15 +103,16 @@ def plan_mode(n_leaves, k, double, float64_ok=False):
 
     ``"linear"``: linear space in the input's dtype; for float32 (or half) inputs where
     float32's range is too narrow and ``float64_ok``: ``"scaled"``, linear space in float32 on
-    leaves scaled by :func:`leaf_scale` (the per-degree factors undone in float64), where a
-    factor fits, else ``"linear64"``, linear space in float64; ``"log"``: log space. The largest
+    leaves scaled by a factor per row (:func:`_row_scaled`; the per-degree factors undone in
+    float64) for k up to 28 (:func:`_row_scale_is_exact`), else ``"linear64"``, linear space in
+    float64; ``"log"``: log space. The largest
     value is at most C(n_leaves, k); the smallest that can matter is eps / (k 2^(k-1)) (eps of
     the input's dtype). Linear space is exact when C(n_leaves, k) / that floor stays within the
     normal range (with a margin of e^2).
     """
     if n_leaves <= 0 or k <= 0 or _linear_is_exact(n_leaves, k, double):
         return "linear"
-    if not double and float64_ok and leaf_scale(n_leaves, k) is not None:
+    if not double and float64_ok and _row_scale_is_exact(k):
         return "scaled"
     if not double and float64_ok and _linear_is_exact(n_leaves, k, True):
         return "linear64"
@@ -176,12 +176,12 @@ def _plan(xp, s, k):
     are built nodes last, the leaves' factor) for scores ``s``: shapes and dtypes only. Prefix
     sums run in float64 (their rounding grows with the row). Nodes last
     (:func:`~.esf.nodes_last_applies`, XLA and torch on a CPU): both trees, of U and of w, take
-    the rows as they are, with no transposed copy. The factor is :func:`leaf_scale`'s in the
-    ``"scaled"`` mode (then the tables of logs are float64), else ``None``."""
+    the rows as they are, with no transposed copy. Whether U's leaves are scaled per row
+    (:func:`_row_scaled`: the ``"scaled"`` mode, its tables of logs in float64)."""
     mode = plan_mode(s.shape[-1] - k, k, s.dtype == xp.float64, float64_available(xp))
     scan = scan_applies(xp, s, k, mode)
     wide = mode == "linear64" or (scan and s.dtype != xp.float64)
-    scale = leaf_scale(s.shape[-1] - k, k, s.dtype == xp.float64) if mode == "scaled" and not scan else None
+    scale = mode == "scaled" and not scan
     tree_mode = "log" if mode == "log" else "linear"
     last = not scan and s.shape[-1] >= NODES_LAST_MIN and nodes_last_applies(xp, s, s.shape[-1], k, tree_mode)
     last = last and (k < 2 or nodes_last_applies(xp, s, k, k - 1, tree_mode))
@@ -288,7 +288,7 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale):
     # 0, are written out of U below. One clip: every (batch, n) operation is a pass over memory.
     # In place in `others` where the backend can (exp_gaps), exponentiated there unless in float64.
     exp_now = mode == "linear" and not wide
-    z = exp_gaps(xp, others, c, -_Z_CLIP * k * tau, k * tau, exponentiate=exp_now, factor=scale)
+    z = exp_gaps(xp, others, c, -_Z_CLIP * k * tau, k * tau, exponentiate=exp_now)
     del others  # (batch, n) temporaries go before the trees are built: the peak is there
     if wide:
         z = xp.astype(z, xp.float64)
@@ -296,39 +296,53 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale):
     del z
     # T leaves U (x = 0). The other top-k columns tie with c: z = 0 exactly, x = 1, written as is
     tie = xp.astype(~in_t, leaves.dtype)
-    if scale is not None:
-        tie = tie * scale
     leaves = put_columns(xp, leaves, tie if mode == "linear" else _safe_log(xp, tie), idx)
+    log_a = None
+    if scale:
+        leaves, log_a = _row_scaled(xp, leaves, k)
     d_y = take_columns(xp, s, labels[:, None])[:, 0] - c[:, 0]
     # all k top values, never a slice of them: XLA turns top_k followed by a slice into a full
     # sort. The k-th (= c) is not in T: its w is 0 (log w = -inf) and it adds nothing.
     log_w = xp.where(in_t, _scaled(xp, c - vals, k * tau), neg_inf)  # log(1/x_t) < 0 on T, -inf elsewhere
-    if wide or scale is not None:  # scaled: k leaves a row; float64 keeps its cotangents, which
-        log_w = xp.astype(log_w, xp.float64)  # are up to C(|U|, k) / D, within range
+    if wide or scale:  # scaled: k leaves a row; float64 keeps its cotangents, which are up to
+        log_w = xp.astype(log_w, xp.float64)  # C(|U|, k) / D, within range
     m = xp.sum(xp.astype(in_t, labels.dtype), axis=-1)
     poly_u = _polynomial(xp, leaves, k, mode, scan, last)
     # w < 1: the same bound makes linear space exact for its polynomial
     poly_w = _polynomial(xp, xp.exp(log_w) if mode == "linear" else log_w, k - 1, mode, scan, last) if k >= 2 else None
-    return d_y, m, idx, poly_u, poly_w
+    return d_y, m, idx, poly_u, poly_w, log_a
 
 
-def _log_e(xp, poly_u, poly_w, mode, zero, scale):
+def _row_scaled(xp, leaves, k):
+    """U's leaves ``x`` (``(batch, width)``, this function's own) times ``a = min(1, c / p)`` per
+    row, ``c = ROW_SCALE k``, ``p`` the row's sum (at least 1: U holds a leaf tied at c), and
+    ``log a`` in float64, ``(batch,)``: the tables take ``j log a`` off degree j, exactly the a
+    that multiplied the leaves. The leaves of every row then sum to at most c, and to c where
+    they are many (:func:`_row_scale_is_exact`). In place on NumPy and eager torch."""
+    p = xp.sum(leaves, axis=-1, keepdims=True)
+    c = ROW_SCALE * k
+    a = xp.where(p > c, c / p, 1.0)
+    return times_rows(xp, leaves, a), xp.log(xp.astype(a[:, 0], xp.float64))
+
+
+def _log_e(xp, poly_u, poly_w, mode, zero, log_a):
     """log e_0..e_k of x_U, ``(batch, k + 1)``, and log e_0..e_{k-1} of w, ``(batch, k)``, in
-    ``zero``'s dtype; with a factor ``scale`` on U's leaves, log(scale^j) taken off each degree j."""
+    ``zero``'s dtype; with U's leaves scaled by a per row (``log_a``), j log a taken off each
+    degree j."""
 
     def logs(top):
         top = xp.astype(top, zero.dtype, copy=False)  # float64 tables for scaled leaves, else as is
         return xp.concat([zero[:, None], _safe_log(xp, top) if mode == "linear" else top], axis=-1)
 
     log_eu = logs(poly_u[0])
-    if scale is not None:
-        log_eu = log_eu - _degree_logs(xp, k=log_eu.shape[-1] - 1, scale=scale, like=zero)
+    if log_a is not None:
+        log_eu = log_eu - _degree_logs(xp, log_eu.shape[-1] - 1, log_a)
     return log_eu, (logs(poly_w[0]) if poly_w is not None else zero[:, None])
 
 
-def _degree_logs(xp, k, scale, like, first=0):
-    """``j log(scale)`` for ``j = first .. k``, in ``like``'s dtype and on its device."""
-    return xp.astype(arange_like(xp, k + 1 - first, like, dtype=like.dtype) + float(first), like.dtype) * math.log(scale)
+def _degree_logs(xp, k, log_a, first=0):
+    """``j log a`` for ``j = first .. k``, ``(batch, k + 1 - first)``, for ``log_a`` ``(batch,)``."""
+    return (arange_like(xp, k + 1 - first, log_a, dtype=log_a.dtype) + float(first))[None, :] * log_a[:, None]
 
 
 def _pair_degrees(xp, m, k, first, sign):
@@ -348,11 +362,11 @@ def _log_terms(xp, table, degrees, k, pad, shift):
 def _smooth_forward(xp, s, labels, *, static):
     k, tau, alpha = static
     mode, wide, scan, last, scale = _plan(xp, s, k)
-    d_y, m, idx_t, poly_u, poly_w = _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale)
+    d_y, m, idx_t, poly_u, poly_w, log_a = _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale)
     # (batch,), in the tables' dtype: the polynomials', float64 where U's leaves were scaled
-    zero = xp.zeros_like(poly_u[0][:, 0], dtype=xp.float64 if scale is not None else None)
-    wide = wide or scale is not None  # from here on: whether the tables are wider than s
-    log_eu, log_ew = _log_e(xp, poly_u, poly_w, mode, zero, scale)
+    zero = xp.zeros_like(poly_u[0][:, 0], dtype=xp.float64 if scale else None)
+    wide = wide or scale  # from here on: whether the tables are wider than s
+    log_eu, log_ew = _log_e(xp, poly_u, poly_w, mode, zero, log_a)
     # D = sum_b e_b(w) e_{k-1-m+b}(U), N = sum_b e_b(w) e_{k-m+b}(U); e_b(w) = 0 for b > m
     table_u = _padded_table(xp, log_eu, k)
     log_dn = logsumexp(xp, _log_terms(xp, table_u, _pair_degrees(xp, m, k, k - 1, -1), k, k, log_ew[:, None, :]), axis=-1)
@@ -364,7 +378,8 @@ def _smooth_forward(xp, s, labels, *, static):
     r = _scaled(xp, tau_r, tau)
     loss = xp.maximum(tau_r, xp.zeros_like(tau_r)) + tau * xp.log1p(xp.exp(-xp.abs(r)))
     # residuals are distinct arrays (torch.compile): everything else is recomputed from the trees
-    residuals = (r, log_dn, m, idx_t, table_u, log_ew, *poly_u[1], *(poly_w[1] if poly_w is not None else ()))
+    scaled = (log_a,) if scale else ()
+    residuals = (r, log_dn, m, idx_t, table_u, log_ew, *scaled, *poly_u[1], *(poly_w[1] if poly_w is not None else ()))
     return (xp.astype(loss, s.dtype) if wide else loss), residuals
 
 
@@ -374,8 +389,9 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     n = s.shape[-1]
     mode, wide, scan, last, scale = _plan(xp, s, k)
     r, log_dn, m, idx_t, table_u, log_ew = residuals[:6]
+    first = 7 if scale else 6  # the trees' arrays after log a, in the scaled mode
     batch, accelerator = s.shape[0], on_accelerator(s)
-    leaves, state_u, n_u = _restore(xp, residuals[6:], n, k, batch, mode, scan, accelerator, last)
+    leaves, state_u, n_u = _restore(xp, residuals[first:], n, k, batch, mode, scan, accelerator, last)
     shift = -log_dn[:, :, None]  # (batch, 2, 1): log(1/D), log(1/N)
     # dL/ds = coef dr/dz, coef = g sigmoid(r) / k, applied to the trees' results, not folded into
     # their cotangents: far past the margin coef is as small as 1e-40, and the cotangents times
@@ -387,12 +403,12 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     # U: d(log N - log D)/d e_j(U) = e_{j-k+m}(w) / N - e_{j-k+1+m}(w) / D, j = 1..k, as logs
     table_w = _padded_table(xp, log_ew, k)
     log_c = _log_terms(xp, table_w, _pair_degrees(xp, m, k, 1 - k, 1), k, k, xp.flip(shift, axis=1))
-    if scale is not None:  # d/d e_j(scale x_U) = scale^-j d/d e_j(x_U)
-        log_c = log_c - _degree_logs(xp, k, scale, log_c, first=1)
+    if scale:  # d/d e_j(a x_U) = a^-j d/d e_j(x_U)
+        log_c = log_c - _degree_logs(xp, k, residuals[6], first=1)[:, None, :]
     log_cn, log_cd = log_c[:, 0, :], log_c[:, 1, :]  # (batch, k)
     if mode == "linear":
         cot = xp.exp(log_cn) - xp.exp(log_cd)
-        d_z = _backprop(xp, leaves, state_u, cot if scale is None else xp.astype(cot, leaves.dtype), scan, last)
+        d_z = _backprop(xp, leaves, state_u, xp.astype(cot, leaves.dtype) if scale else cot, scan, last)
         d_z = times_rows(xp, xp.astype(d_z, s.dtype) if wide else d_z, coef_n)  # d_z: the tree's new array
     else:  # every term is a fraction (<= 1) of N or D: exponentiate whole terms only
         leaves = _tree_layout(xp, leaves, last)
@@ -407,7 +423,7 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
 
     # T: dr/dz_t = -sum_{b>=1} w_t e_{b-1}(w \ t) (e_{k-m+b}(U) / N - e_{k-1-m+b}(U) / D)
     if k >= 2:
-        w, state_w, _ = _restore(xp, residuals[6 + n_u :], k, k - 1, batch, mode, scan, accelerator, last)
+        w, state_w, _ = _restore(xp, residuals[first + n_u :], k, k - 1, batch, mode, scan, accelerator, last)
         log_a = _log_terms(xp, table_u, _pair_degrees(xp, m, k, k - 1, -1), k, k, shift)  # as in the forward
         log_ad, log_an = log_a[:, 0, :], log_a[:, 1, :]
         if mode == "linear":  # w_t sum_b e_{b-1}(w \ t) (A_b - N_b): reverse mode through w's polynomial
@@ -421,7 +437,7 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
                 lc = log_comp[b - 1]
                 d_t = d_t + (xp.exp(lc + _per_row(log_ad[:, b], last)) - xp.exp(lc + _per_row(log_an[:, b], last)))
             d_t = _tree_layout(xp, d_t, last) * coef_b
-        d_z = put_columns(xp, d_z, xp.astype(d_t, s.dtype) if wide or scale is not None else d_t, idx_t, add=True)
+        d_z = put_columns(xp, d_z, xp.astype(d_t, s.dtype) if wide or scale else d_t, idx_t, add=True)
 
     return put_columns(xp, d_z, -xp.astype(coef, s.dtype)[:, None], labels[:, None])  # -coef at y (written, not added)
 
