@@ -57,6 +57,23 @@ def test_gradient_matches_brute_force_inclusion_probabilities(k):
     np.testing.assert_allclose(g_sum, num_sum, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("extra", [1, 2, 5])
+def test_degrees_beyond_m_have_no_gradient(xp, extra):
+    """k > m: e_j = 0 for j > m whatever x (log -inf), so those outputs take no gradient, and
+    the rest is the gradient of degrees 0..m (every backward failed from k = m + 2 before)."""
+    x = np.random.default_rng(extra).normal(size=(2, 3))
+    value, grad = topkloss.value_and_grad(topkloss.log_esf)(asarray(xp, x, xp.float64), 3 + extra)
+    assert np.all(to_numpy(value)[:, 4:] == -np.inf)
+    assert_close(grad, topkloss.value_and_grad(topkloss.log_esf)(x, 3)[1], rtol=1e-13, atol=0)
+    from topkloss.core.esf import LOG_ESF
+
+    cot = np.random.default_rng(9).normal(size=(2, 4 + extra))
+    out, res = LOG_ESF.forward(np, x, static=(3 + extra,))
+    got = LOG_ESF.backward(np, x, (), res, cot, static=(3 + extra,))
+    want = LOG_ESF.backward(np, x, (), LOG_ESF.forward(np, x, static=(3,))[1], cot[:, :4], static=(3,))
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+
+
 def _dp_log_esf(x, k):
     """An independent O(mk) reference: the sequential recursion e_j <- e_j + x_i e_{j-1}, in log space (float64)."""
     out = np.full(x.shape[:-1] + (k + 1,), -np.inf)

@@ -628,7 +628,7 @@ def _log_esf_backward(xp, x, args, residuals, g, *, static):
     log_e = tree_top(xp, levels, k, xt)
     outside = complement(xp, levels, k - 1, x.shape[-1])
     dx = xp.zeros_like(xt)
-    for j in range(1, k + 1):
+    for j in range(1, min(k, x.shape[-1]) + 1):  # e_j = 0 for every x beyond degree m: no gradient
         dx = dx + g[..., j][None, ...] * xp.exp(log_pi(xp, xt, outside, log_e, j))
     return xp.moveaxis(dx, 0, -1) if x.ndim > 1 else dx
 
