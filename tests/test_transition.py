@@ -179,6 +179,9 @@ def test_adaptive_weight_gradient_vanishes_on_the_rest_of_top_k(xp, dtype):
         ([1.0, 1.0, 1.0, 1.0], 2, 2, False),
         ([0.0, 5.0, 0.0, 5.0, 5.0], 4, 2, False),  # tie at the top
         ([0.0, 5.0, 0.0, 5.0, 5.0], 3, 2, True),
+        ([-0.0, -1.0, -1.0, 0.0, 1.0, 3.0], 3, 3, False),  # -0.0 ties with +0.0 (JAX's top_k
+        ([-0.0, -1.0, -1.0, 0.0, 1.0, 3.0], 0, 3, True),  # orders them): the lower index wins
+        ([0.0, -0.0, 1.0], 1, 2, False),
     ],
 )
 def test_ties_in_top_k_go_to_the_lowest_index(xp, dtype, row, label, k, inside):

@@ -469,11 +469,13 @@ def top_k_values(xp, x, k, ordered=True):
 
 def top_k_and_mask(xp, x, k):
     """``(values, mask)``: the ``k`` largest entries of each row of a 2-D ``x`` (in any order)
-    and :func:`topk_mask`. JAX's ``top_k`` puts the lower index first among equal values, so
-    its indices already follow the tie rule: one top-k and a compare against its indices
-    there; elsewhere the values, then the mask from them."""
+    and :func:`topk_mask`. JAX's ``top_k`` puts the lower index first among equal values (once
+    -0.0 is +0.0), so its indices already follow the tie rule: one top-k and a compare against
+    its indices there; elsewhere the values, then the mask from them."""
     if getattr(xp, "__name__", "") == "jax.numpy":
-        values, indices = top_k(xp, x, k)
+        # top_k orders -0.0 below +0.0, where the tie rule sees one value: zeros made +0.0 first
+        # (a select XLA keeps; x + 0.0 it may fold away)
+        values, indices = top_k(xp, xp.where(x == 0, 0.0, x), k)
         # a fused compare against the k indices, not a scatter: a scatter needs an explicit
         # output sharding in JAX's explicit-sharding mode
         cols = arange_like(xp, x.shape[-1], x, dtype=indices.dtype)
