@@ -243,19 +243,11 @@ def test_jax_eager_call_on_sharded_arrays_per_sample(jax_report, entry):
         assert "batch" in r["spec"], r  # per-sample losses stay on their devices
 
 
-# Gradients XLA does not keep sharded along the batch (it gathers them onto every device):
-# correct, but the communication grows with the batch.
-GATHERED_GRADIENTS = {"topk_svm"}
-
-
 @pytest.mark.parametrize("entry", [e for e in ALL if e.differentiable], ids=ids([e for e in ALL if e.differentiable]))
 def test_jax_gradient_keeps_the_batch_sharding(jax_report, entry):
     entry.fn
     spec = jax_report[entry.id]["auto"]["grad_spec"]
-    if entry.name in GATHERED_GRADIENTS:
-        assert "batch" not in spec, f"{entry.id} now keeps its sharding ({spec}): remove it from GATHERED_GRADIENTS"
-    else:
-        assert "batch" in spec, spec
+    assert "batch" in spec, spec  # not gathered onto every device (topk_svm's was, while it scattered by index)
 
 
 # JAX's explicit-sharding mode (axis_types=Explicit; jax.make_mesh's default in recent JAX)

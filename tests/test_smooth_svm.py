@@ -112,6 +112,38 @@ def test_hard_loss_matches_definition_and_subgradient():
         np.testing.assert_allclose(g, num, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "row, label, k, tied",
+    [
+        ([0.0, 1.0, 1.0, 1.0, 0.0], 0, 1, [1, 2, 3]),  # three classes tie for the first place
+        ([0.0, 1.0, 1.0, 1.0, 0.0], 0, 3, [1, 2, 3]),
+        ([2.0, 1.0, 1.0, 1.0, 3.0], 0, 2, [1, 2, 3]),  # tied at the k-th place, one class above
+        ([1.0, 1.0, 1.0, 0.0], 1, 2, [0, 2]),  # the label ties too: it is not among the others
+        ([0.5, -0.0, 0.0, 2.0], 0, 2, [1, 2]),  # -0.0 and +0.0 are one score
+    ],
+)
+def test_hard_loss_ties_share_the_subgradient(xp, dtype, row, label, k, tied):
+    """Classes tied at the k-th largest of the others share +1/k equally: the same gradient on
+    every backend, however its top-k orders ties."""
+    s = np.array([row])
+    value, grad = VG_HARD(asarray(xp, s, dtype), asarray(xp, np.array([label])), k=k, reduction="sum")
+    want = np.zeros_like(s)
+    want[0, tied] = 1.0 / (k * len(tied))
+    want[0, label] = -1.0 / k
+    assert_close(value, ref.topk_svm(s, np.array([label]), k, 1.0).sum(), rtol=1e-6, atol=0)
+    assert_close(grad, want, rtol=1e-6, atol=0)
+
+
+def test_hard_loss_finite_for_scores_a_float_maximum_apart(xp):
+    """s_k - s_y overflows for scores near +-float max; the loss itself (here 2/3 of the
+    maximum, plus alpha) is finite, and so is its gradient."""
+    big = float(np.finfo(np.float32).max) * 0.9
+    s = np.array([[big, big, -big, big]])
+    value, grad = VG_HARD(asarray(xp, s, xp.float32), asarray(xp, np.array([2])), k=3, reduction="none")
+    assert_close(value, [2 * big / 3], rtol=1e-6, atol=0)
+    assert_close(grad, [[1 / 9, 1 / 9, -1 / 3, 1 / 9]], rtol=1e-6, atol=0)
+
+
 def test_smooth_tends_to_hard_as_tau_goes_to_zero():
     """-tau log C(n-1, k-1) <= L_tau - l <= tau log C(n, k).
 

@@ -89,7 +89,9 @@ def topk_svm(scores, labels, *, k=5, alpha=1.0, reduction="mean"):
 
     where :math:`s_{\setminus y,[k]}` is the k-th largest score among the classes other
     than ``y``. Its subgradient is :math:`+1/k` at that class and :math:`-1/k` at ``y``
-    where the loss is positive, 0 elsewhere (ties are broken towards the lowest index).
+    where the loss is positive, 0 elsewhere. Classes tied at the k-th score share the
+    :math:`+1/k` equally: a point of the subdifferential that does not depend on how a
+    backend's top-k orders ties.
 
     Parameters
     ----------

@@ -750,12 +750,6 @@ def _take_along_last(xp, x, indices):
     return xp.take_along_axis(x, indices, axis=-1)
 
 
-def scatter_columns(xp, values, indices, like):
-    """A ``(batch, n)`` array, zero except ``values[:, j]`` at column ``indices[:, j]``
-    (:func:`put_columns` into zeros shaped like ``like``). The indices of one row must be distinct."""
-    return put_columns(xp, xp.zeros_like(like), values, indices)
-
-
 def _torch_compiling():
     """Whether ``torch.compile`` is tracing this call (torch looked up, never imported)."""
     is_compiling = getattr(getattr(sys.modules.get("torch"), "compiler", None), "is_compiling", None)

@@ -54,7 +54,7 @@ import math
 
 from .esf import _is_xla, complement, nodes_last_applies, padded_leaves, restore_tree, scan_backprop, scan_leaves, scan_prefix, tree_backprop, tree_levels, tree_residuals, tree_root
 from .op import Op
-from .ops import NEG_INF, _device, _torch_compiling, arange_like, copy, exp_gaps, float64_available, full_like_shape, fusion_barrier, logsumexp, on_accelerator, onehot, put_columns, scatter_columns, sigmoid, take_columns, times_rows, top_k
+from .ops import NEG_INF, _device, _torch_compiling, arange_like, copy, exp_gaps, float64_available, full_like_shape, fusion_barrier, logsumexp, on_accelerator, onehot, put_columns, sigmoid, take_columns, times_rows, top_k, top_k_values
 
 __all__ = ["SMOOTH_TOPK_SVM", "TOPK_SVM", "plan_mode"]
 
@@ -449,20 +449,26 @@ def _hard_forward(xp, s, labels, *, static):
     k, alpha = static
     n = s.shape[-1]
     s_y = take_columns(xp, s, labels[:, None])[:, 0]
-    vals, idx = top_k(xp, xp.where(onehot(xp, labels, n, s), NEG_INF, s), k)
-    margin = alpha + (xp.min(vals, axis=-1) - s_y) / k
+    # the k-th largest of the others: values only (the backward finds the classes at it)
+    kth = xp.min(top_k_values(xp, xp.where(onehot(xp, labels, n, s), NEG_INF, s), k, ordered=False), axis=-1)
+    # (s_k - s_y) / k in halves: the same two roundings (halving is exact), and no overflow where
+    # the scores lie a float maximum apart
+    margin = alpha + (kth / 2 - s_y / 2) / (k / 2)
     loss = xp.maximum(margin, xp.zeros_like(margin))
-    kth = take_columns(xp, idx, xp.argmin(vals, axis=-1)[:, None])  # index of the k-th largest
     return loss, (xp.astype(margin > 0, s.dtype), kth)
 
 
 def _hard_backward(xp, s, args, residuals, g, *, static):
+    """+coef at the k-th largest of the other classes, shared equally by the classes tied there
+    (a subgradient whatever order a backend's top-k gives ties), -coef at y."""
     k, alpha = static
     (labels,) = args
     active, kth = residuals
     coef = (g * active / k)[:, None]
-    plus = scatter_columns(xp, coef, kth, s)
-    return plus - scatter_columns(xp, coef, labels[:, None], s)
+    at_kth = put_columns(xp, xp.astype(s == kth[:, None], s.dtype), xp.zeros_like(coef), labels[:, None])  # y is not an other
+    count = xp.sum(at_kth, axis=-1, keepdims=True)  # >= 1: kth is an entry of the others (unless NaN)
+    d = times_rows(xp, at_kth, coef / xp.maximum(count, xp.ones_like(count)))
+    return put_columns(xp, d, -coef, labels[:, None])
 
 
 TOPK_SVM = Op("topk_svm", _hard_forward, _hard_backward)
