@@ -30,7 +30,7 @@ class Extra:
     make: Callable  # (rng, batch, n) -> float64 NumPy array
     batch_axis: bool = True  # axis 0 runs along the batch
     class_axis: bool = False  # the last axis runs along the classes
-    value_checked: bool = False  # its values are checked (a range): one more read of values per call
+    value_checked: bool = False  # its values are checked (a range, finiteness): one more read of values per call
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ LOSSES = (
         "topk_hinge",
         dict(k=2, scale=2.0),
         smooth=False,
-        extras={"margin": Extra(_per_class, batch_axis=False, class_axis=True)},
+        extras={"margin": Extra(_per_class, batch_axis=False, class_axis=True, value_checked=True)},
         variant="margin-array",
     ),
     Entry(

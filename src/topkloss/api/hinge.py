@@ -28,6 +28,7 @@ def _prepare_margin(xp, margin, s, scores):
     n = s.shape[1]
     v.check_shape(margin, "margin", (n,), "(n_classes,)")
     v.check_real_array(xp, margin, "margin")
+    v.check_finite_values(xp, margin, "margin", value_checks_enabled() and is_concrete(margin))
     return None, (xp.astype(margin, s.dtype),)
 
 
@@ -94,8 +95,8 @@ def topk_hinge(scores, labels, *, k=5, margin=1.0, scale=1.0, reduction="mean"):
     k : int, default 5
         The top-k the loss targets, ``1 <= k <= n - 1`` (the loss needs a (k+1)-th class).
     margin : float or array of shape (n,), default 1.0
-        The margin, one number or one value per class (same array library and device as
-        ``scores``). Numbers (here and for ``scale``) are static under ``jax.jit`` and
+        The margin, one finite number or one per class (same array library and device as
+        ``scores``; its values are checked like the labels'). Numbers (here and for ``scale``) are static under ``jax.jit`` and
         ``torch.compile``: a new value recompiles; an array does not.
     scale : float, default 1.0
         Positive factor of the whole hinge (e.g. 50-60 for cosine scores).
@@ -183,7 +184,7 @@ def noised_topk_hinge(
     n_samples : int, default 5
         Draws per row, ``>= 1``.
     margin : float or array of shape (n,), default 1.0
-        The margin, or one value per class (see :func:`ldam_margins`).
+        The margin, or one finite value per class (see :func:`ldam_margins`).
     scale : float, default 1.0
         Positive factor of the whole hinge.
     noise, seed, key
@@ -228,7 +229,7 @@ def ldam_margins(class_counts, *, max_margin=0.2, power=0.25):
     Parameters
     ----------
     class_counts : array or sequence, shape (n,)
-        Number of training examples of each class, all positive. An array keeps its array
+        Number of training examples of each class, all positive and finite. An array keeps its array
         library and device; a Python sequence gives a NumPy array.
     max_margin : float, default 0.2
         The largest margin, ``>= 0``.
@@ -253,7 +254,9 @@ def ldam_margins(class_counts, *, max_margin=0.2, power=0.25):
     if getattr(class_counts, "ndim", None) != 1 or class_counts.shape[0] < 1:
         raise ValueError(f"class_counts must be a non-empty 1-D array (n_classes,); got shape {tuple(class_counts.shape)}")
     v.check_real_array(xp, class_counts, "class_counts")
-    v.check_positive_values(xp, class_counts, "class_counts", value_checks_enabled() and is_concrete(class_counts))
+    checks = value_checks_enabled() and is_concrete(class_counts)
+    v.check_positive_values(xp, class_counts, "class_counts", checks)
+    v.check_finite_values(xp, class_counts, "class_counts", checks)
     max_margin = v.check_real(max_margin, "max_margin", nonnegative=True)
     power = v.check_real(power, "power", nonnegative=True)
     counts = class_counts

@@ -184,6 +184,14 @@ def check_real_array(xp, arr, name):
     return arr
 
 
+def check_finite_values(xp, arr, name, check_values=True):
+    """Every entry of ``arr`` is finite (NaN and +-inf fail); read only if ``check_values``."""
+    if check_values and 0 not in arr.shape:
+        bad = xp.sum(xp.astype(~xp.isfinite(arr), xp.int64))
+        if bool(bad > 0):
+            raise ValueError(f"{name} must be finite; got {int(bad)} entries that are NaN or infinite")
+
+
 def check_positive_values(xp, arr, name, check_values=True):
     """Every entry of ``arr`` is > 0 (NaN fails); read only if ``check_values``."""
     if check_values and 0 not in arr.shape and not bool(xp.all(arr > 0)):
