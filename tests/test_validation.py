@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import topkloss
-from backends import asarray, name_of, to_numpy
+from backends import asarray, assert_array_type, name_of, to_numpy
 from conftest import available
 from loss_table import ALL, LOSSES, METRICS, OTHER_PUBLIC, ids, names
 
@@ -527,3 +527,22 @@ def test_ldam_margins_bad_input():
         f(np.array([3.0, 1.0]), max_margin=float("nan"))
     with pytest.raises(ValueError, match="power"):
         f(np.array([3.0, 1.0]), power=float("inf"))
+
+
+# ---------------------------------------------------------------- results (every entry)
+
+
+@pytest.mark.parametrize("entry", BASE, ids=ids(BASE))
+def test_reduced_results_are_0d_arrays_of_the_input_type(xp, entry):
+    """"mean" and "sum" give a 0-d array of the input's array type (NumPy's own reductions give
+    NumPy scalars, which are not arrays), from the loss and from ``value_and_grad``."""
+    s, y = _data(xp)
+    extras = {k: asarray(xp, a) for k, a in _extras(entry).items()}
+    for reduction in entry.reductions[:2]:
+        outs = [entry.fn(s, y, **entry.params, **extras, reduction=reduction)]
+        if entry.differentiable:
+            outs.append(topkloss.value_and_grad(entry.fn)(s, y, **entry.params, **extras, reduction=reduction)[0])
+        for out in outs:
+            assert_array_type(out, xp)
+            assert not isinstance(out, np.generic), type(out)  # array_namespace takes NumPy scalars too
+            assert out.shape == () and out.dtype == s.dtype

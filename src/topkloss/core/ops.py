@@ -287,14 +287,15 @@ def scale_rows_where(xp, x, mask, on, off):
 def reduce(xp, values, reduction):
     """Apply ``reduction`` (``"mean"``, ``"sum"`` or ``"none"``) to per-sample values.
 
-    The mean of an empty batch is 0 (the empty sum), not NaN.
+    The mean of an empty batch is 0 (the empty sum), not NaN. A 0-d array on every backend
+    (NumPy's reductions give a NumPy scalar: made an array again).
     """
     if reduction == "none":
         return values
     total = xp.sum(values)
-    if reduction == "sum":
-        return total
-    return total / max(values.shape[0], 1)
+    if reduction == "mean":
+        total = total / max(values.shape[0], 1)
+    return xp.asarray(total) if getattr(xp, "__name__", "") in _NUMPY_LIKE else total
 
 
 def reduction_cotangent(xp, values, reduction):
