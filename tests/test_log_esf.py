@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -72,6 +74,25 @@ def test_degrees_beyond_m_have_no_gradient(xp, extra):
     got = LOG_ESF.backward(np, x, (), res, cot, static=(3 + extra,))
     want = LOG_ESF.backward(np, x, (), LOG_ESF.forward(np, x, static=(3,))[1], cot[:, :4], static=(3,))
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("scale, offset", [(1.0, 0.0), (30.0, 1e3), (1e3, 0.0), (1e4, -1e3)])
+def test_float32_absolute_error_bound(scale, offset):
+    """The docstring's accuracy: in float32 each log e_j is within 4 eps (j max|x| + 1) of the
+    float64 result on the same inputs (sums of j entries of x are rounded in float32; the worst
+    case seen is 1.5 eps (j max|x| + 1)). Relative to a result near 0 that can be large: eight
+    entries of magnitude up to 2400 summing to -0.2286 give an error of 2e-4 (the docs' example)."""
+    rng = np.random.default_rng(int(scale) + int(offset))
+    eps = float(np.finfo(np.float32).eps)
+    for m, k in ((8, 8), (50, 10), (300, 20)):
+        x = (rng.normal(size=(16, m)) * scale + offset).astype(np.float32)
+        got = topkloss.log_esf(x, k).astype(np.float64)
+        want = topkloss.log_esf(x.astype(np.float64), k)
+        bound = 4 * eps * (np.arange(k + 1) * np.abs(x).max(axis=-1, keepdims=True) + 1)
+        assert np.all(np.abs(got - want) <= bound)
+    x = np.array([-1490.2179, 159.12024, 1204.3779, -1045.4764, -929.3965, 2402.6458, 30.077183, -331.3589], np.float32)
+    exact = math.fsum(float(v) for v in x)  # log e_8 is the sum of all 8
+    assert round(exact, 4) == -0.2286 and 1.5e-4 < abs(float(topkloss.log_esf(x, 8)[8]) - exact) < 2.5e-4
 
 
 def _dp_log_esf(x, k):
