@@ -173,11 +173,12 @@ log-space trees of k = 10 and 20 there; 0.82-1.00x at 256 x 1000; 1.12x (k = 5) 
 
 def _plan(xp, s, k):
     """(mode, whether the polynomials run in float64, whether by prefix sums, whether the trees
-    are built nodes last, the leaves' factor) for scores ``s``: shapes and dtypes only. Prefix
+    are built nodes last, whether U's leaves are scaled per row) for scores ``s``: shapes and
+    dtypes only. Prefix
     sums run in float64 (their rounding grows with the row). Nodes last
     (:func:`~.esf.nodes_last_applies`, XLA and torch on a CPU): both trees, of U and of w, take
-    the rows as they are, with no transposed copy. Whether U's leaves are scaled per row
-    (:func:`_row_scaled`: the ``"scaled"`` mode, its tables of logs in float64)."""
+    the rows as they are, with no transposed copy. U's leaves are scaled per row
+    (:func:`_row_scaled`) in the ``"scaled"`` mode off prefix sums; its tables of logs are float64."""
     mode = plan_mode(s.shape[-1] - k, k, s.dtype == xp.float64, float64_available(xp))
     scan = scan_applies(xp, s, k, mode)
     wide = mode == "linear64" or (scan and s.dtype != xp.float64)
