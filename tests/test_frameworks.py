@@ -161,7 +161,7 @@ def test_jax_smooth_svm_float64_inside_without_x64(n, k, eager, no_row_scale):
             assert remat.dtype == jnp.float32
             np.testing.assert_allclose(np.asarray(remat), want_g, rtol=0, atol=1e-5 * np.abs(want_g).max())
         assert jnp.asarray(1.0).dtype == jnp.float32  # still off outside the loss
-        want_mode = real(n - k, k, False, True)
+        want_mode = real(n - 1, k, False, True)
     assert set(planned) == {want_mode}
     assert want_mode == {(2000, 10): "scaled", (2500, 20): "scaled", (300, 20): "linear64", (60, 5): "linear"}[(n, k)]
 

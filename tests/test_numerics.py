@@ -97,10 +97,11 @@ def test_plan_mode_is_static_and_sensible():
     assert smooth_svm.plan_mode(100_000, 20, double=True) == "linear"
     assert smooth_svm.plan_mode(99, 20, double=False) == "linear"
     # where plain float32 trees end and leaves scaled per row begin (docs/benchmarks.md quotes
-    # these; n classes give n - k leaves); the scaled mode has no upper end in n, and reaches k = 28
-    for k, first_scaled in ((10, 1872), (20, 145)):
-        assert smooth_svm.plan_mode(first_scaled - 1 - k, k, double=False, float64_ok=True) == "linear"
-        assert smooth_svm.plan_mode(first_scaled - k, k, double=False, float64_ok=True) == "scaled"
+    # these; n classes give up to n - 1 leaves); the scaled mode has no upper end in n, and
+    # reaches k = 28
+    for k, first_scaled in ((10, 1863), (20, 126)):
+        assert smooth_svm.plan_mode(first_scaled - 2, k, double=False, float64_ok=True) == "linear"
+        assert smooth_svm.plan_mode(first_scaled - 1, k, double=False, float64_ok=True) == "scaled"
     assert smooth_svm._row_scale_is_exact(28) and not smooth_svm._row_scale_is_exact(29)
     assert smooth_svm.plan_mode(200_000 - 5, 5, double=False) == "linear"
 
@@ -174,10 +175,24 @@ def test_float32_scaled_extremes(n, k, tau):
     (all of U tied at c), the smallest that matter, and T's cotangents, up to C(|U|, k) / D (its
     polynomial runs in float64: in float32 they overflowed to inf and NaN at 1617 classes, k = 20,
     when one factor scaled every row)."""
-    assert smooth_svm.plan_mode(n - k, k, double=False, float64_ok=True) == "scaled"
+    assert smooth_svm.plan_mode(n - 1, k, double=False, float64_ok=True) == "scaled"
     s = _extreme_rows(n, k, tau, np.random.default_rng(n + k))
     for label in (0, n - 1):
         _check_contract(s, np.full(s.shape[0], label), k, tau)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_scores_equal_at_large_k(dtype):
+    """Every score equal: U holds n - 1 leaves at 1 and e_k(U) = C(n - 1, k), beyond float32's
+    range at k = 66, n = 133 (C(132, 66) = 3.8e38). The plan counts n - 1 leaves, not n - k
+    (which planned plain float32 trees, and gave NaN): finite, and equal to float64's."""
+    n, k = 133, 66
+    s = np.zeros((2, n), dtype=dtype)
+    value, grad = VG(s, np.array([0, n - 1]), k=k, reduction="none")
+    assert np.all(np.isfinite(value)) and np.all(np.isfinite(grad))
+    want, want_g = VG(s.astype(np.float64), np.array([0, n - 1]), k=k, reduction="none")
+    np.testing.assert_allclose(value, want, rtol=1e-5)
+    np.testing.assert_allclose(grad, want_g, rtol=0, atol=1e-6 * np.abs(want_g).max())
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

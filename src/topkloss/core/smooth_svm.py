@@ -179,7 +179,8 @@ def _plan(xp, s, k):
     (:func:`~.esf.nodes_last_applies`, XLA and torch on a CPU): both trees, of U and of w, take
     the rows as they are, with no transposed copy. U's leaves are scaled per row
     (:func:`_row_scaled`) in the ``"scaled"`` mode off prefix sums; its tables of logs are float64."""
-    mode = plan_mode(s.shape[-1] - k, k, s.dtype == xp.float64, float64_available(xp))
+    # U holds up to n - 1 leaves (every class but y when T is empty): the bound's count
+    mode = plan_mode(s.shape[-1] - 1, k, s.dtype == xp.float64, float64_available(xp))
     scan = scan_applies(xp, s, k, mode)
     wide = mode == "linear64" or (scan and s.dtype != xp.float64)
     scale = mode == "scaled" and not scan
