@@ -144,6 +144,20 @@ def test_hard_loss_finite_for_scores_a_float_maximum_apart(xp):
     assert_close(grad, [[1 / 9, 1 / 9, -1 / 3, 1 / 9]], rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("dtype,big", [("float32", 2e38), ("float64", 1e308)])
+@pytest.mark.parametrize("tau", [1e-3, 1.0, 1e3])
+def test_smooth_loss_finite_for_scores_a_float_maximum_apart(xp, dtype, big, tau):
+    """s_y - c overflows where the label's score is -big and the k-th largest other is +big;
+    the loss, about (c - s_y) / k = big (k = 2) plus alpha and a term below tau log 6, is finite.
+    The gradient: 1/(2k) at each of the two top classes, -1/k at y (sigma(r) = 1)."""
+    dt = getattr(np, dtype)
+    big = float(dt(big))
+    s = np.array([[big, big, -big, 0.0, 0.0]])
+    value, grad = VG_SMOOTH(asarray(xp, s, getattr(xp, dtype)), asarray(xp, np.array([2])), k=2, tau=tau, reduction="none")
+    assert_close(value, [big], rtol=1e-6 if dtype == "float32" else 1e-12, atol=0)
+    assert_close(grad, [[0.25, 0.25, -0.5, 0.0, 0.0]], rtol=1e-6, atol=1e-30)
+
+
 def test_smooth_tends_to_hard_as_tau_goes_to_zero():
     """-tau log C(n-1, k-1) <= L_tau - l <= tau log C(n, k).
 

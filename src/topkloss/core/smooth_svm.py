@@ -271,7 +271,7 @@ def _scaled(xp, diff, scale):
 
 
 def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale):
-    """Everything both passes need: m = |T|, s_y - c, T's columns, and the polynomials of U and of
+    """Everything both passes need: m = |T|, (s_y - c) / 2, T's columns, and the polynomials of U and of
     w = 1/x_T (:func:`_polynomial`'s pairs); with a factor ``scale``, U's leaves are ``scale x``."""
     neg_inf = NEG_INF  # a Python scalar: takes the array's dtype and device
     # the label out of the ranking: a copy of s with -inf written at y (O(batch) writes). Nodes
@@ -302,7 +302,9 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale):
     log_a = None
     if scale:
         leaves, log_a = _row_scaled(xp, leaves, k)
-    d_y = take_columns(xp, s, labels[:, None])[:, 0] - c[:, 0]
+    # (s_y - c) / 2, formed in halves: the same rounding as s_y - c (halving is exact), and no
+    # overflow where the scores lie a float maximum apart (the loss, about (c - s_y) / k, is finite)
+    half_d_y = take_columns(xp, s, labels[:, None])[:, 0] / 2 - c[:, 0] / 2
     # all k top values, never a slice of them: XLA turns top_k followed by a slice into a full
     # sort. The k-th (= c) is not in T: its w is 0 (log w = -inf) and it adds nothing.
     log_w = xp.where(in_t, _scaled(xp, c - vals, k * tau), neg_inf)  # log(1/x_t) < 0 on T, -inf elsewhere
@@ -312,7 +314,7 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale):
     poly_u = _polynomial(xp, leaves, k, mode, scan, last)
     # w < 1: the same bound makes linear space exact for its polynomial
     poly_w = _polynomial(xp, xp.exp(log_w) if mode == "linear" else log_w, k - 1, mode, scan, last) if k >= 2 else None
-    return d_y, m, idx, poly_u, poly_w, log_a
+    return half_d_y, m, idx, poly_u, poly_w, log_a
 
 
 def _row_scaled(xp, leaves, k):
@@ -364,7 +366,7 @@ def _log_terms(xp, table, degrees, k, pad, shift):
 def _smooth_forward(xp, s, labels, *, static):
     k, tau, alpha = static
     mode, wide, scan, last, scale = _plan(xp, s, k)
-    d_y, m, idx_t, poly_u, poly_w, log_a = _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale)
+    half_d_y, m, idx_t, poly_u, poly_w, log_a = _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale)
     # (batch,), in the tables' dtype: the polynomials', float64 where U's leaves were scaled
     zero = xp.zeros_like(poly_u[0][:, 0], dtype=xp.float64 if scale else None)
     wide = wide or scale  # from here on: whether the tables are wider than s
@@ -376,7 +378,7 @@ def _smooth_forward(xp, s, labels, *, static):
     # L = tau softplus(r), r = alpha / tau + log(N / D) - (s_y - c) / (k tau). tau r is formed
     # without dividing by tau (finite for any finite scores, and accurate near the hinge);
     # r itself only enters through exp(-|r|) and the sigmoid, where clipping it changes nothing.
-    tau_r = (alpha + tau * (log_n - log_d)) - (xp.astype(d_y, zero.dtype) if wide else d_y) / k
+    tau_r = (alpha + tau * (log_n - log_d)) - (xp.astype(half_d_y, zero.dtype) if wide else half_d_y) / (k / 2)
     r = _scaled(xp, tau_r, tau)
     loss = xp.maximum(tau_r, xp.zeros_like(tau_r)) + tau * xp.log1p(xp.exp(-xp.abs(r)))
     # residuals are distinct arrays (torch.compile): everything else is recomputed from the trees
