@@ -33,7 +33,7 @@ the noise) in ``args``.
 from __future__ import annotations
 
 from .op import Op
-from .ops import kth_largest, onehot, pick
+from .ops import kth_largest, nan_rows, onehot, pick
 
 __all__ = ["TOPK_HINGE", "NOISED_TOPK_HINGE"]
 
@@ -48,15 +48,15 @@ def _selected(xp, p, j):
     return v[..., 0], hit, 1 / xp.maximum(count, xp.ones_like(count))  # ones_like: keeps device / sharding
 
 
-def _hinge(xp, gap, w, mask, labels, margins, margin, scale):
-    """Per-sample loss ``scale * max(0, m_y + gap)`` and the residual ``d loss / d s``."""
+def _hinge(xp, s, gap, w, mask, labels, margins, margin, scale):
+    """Per-sample loss ``scale * max(0, m_y + gap)`` and the residual ``d loss / d s``; a row of
+    ``s`` with a NaN has loss NaN and a gradient row of NaN (:func:`nan_rows`)."""
     m = margin if margin is not None else xp.take(margins[0], labels, axis=0)
-    arg = m + gap
-    active = arg > 0
+    arg = nan_rows(xp, s, m + gap)
     zero = xp.zeros_like(arg)
-    loss = scale * xp.where(active, arg, zero)
-    d = xp.where(mask, w - 1, w)
-    d = xp.where(active[:, None], scale * d, xp.zeros_like(d))
+    loss = scale * xp.where(arg <= 0, zero, arg)  # NaN stays NaN
+    gate = xp.where(arg > 0, xp.ones_like(arg), xp.where(arg <= 0, zero, arg))  # 1, 0 or NaN
+    d = (scale * gate)[:, None] * xp.where(mask, w - 1, w)
     return loss, (d,)
 
 
@@ -64,7 +64,7 @@ def _hard_forward(xp, s, labels, *margins, static):
     k, margin, scale = static
     mask = onehot(xp, labels, s.shape[-1], s)
     v, hit, share = _selected(xp, s, k + 1)
-    return _hinge(xp, v - pick(xp, s, mask), hit * share, mask, labels, margins, margin, scale)
+    return _hinge(xp, s, v - pick(xp, s, mask), hit * share, mask, labels, margins, margin, scale)
 
 
 def _noised_forward(xp, s, labels, noise, *margins, static):
@@ -75,7 +75,7 @@ def _noised_forward(xp, s, labels, noise, *margins, static):
     v, hit, share = _selected(xp, p, k + 1)
     w = xp.sum(hit * (share / noise.shape[1]), axis=-2)
     # the mean as a sum of v / S: summing first overflows when |v| is near the float max
-    return _hinge(xp, xp.sum(v / noise.shape[1], axis=-1), w, mask, labels, margins, margin, scale)
+    return _hinge(xp, s, xp.sum(v / noise.shape[1], axis=-1), w, mask, labels, margins, margin, scale)
 
 
 def _backward(xp, s, args, residuals, g, *, static):

@@ -257,6 +257,14 @@ def onehot(xp, labels, n, like):
     return labels[:, None] == cols[None, :]
 
 
+def nan_rows(xp, x, v):
+    """``v`` (``(batch,)``) with NaN where the row of a 2-D ``x`` holds a NaN. The losses that
+    select a value of the row need it: a backend's selection may rank a NaN first, last or drop
+    it (``topk`` and ``partition`` differ), and a hinge at a NaN is 0, so without it a NaN score
+    could give a finite loss that depends on the backend. One pass over ``x``."""
+    return xp.where(xp.any(xp.isnan(x), axis=-1), float("nan"), v)
+
+
 def pick(xp, x, mask):
     """Sum of ``x`` where ``mask`` along the last axis (a gather written as a masked sum)."""
     return xp.sum(xp.where(mask, x, xp.zeros_like(x)), axis=-1)
