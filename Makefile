@@ -19,8 +19,9 @@ $(VENV)/.installed-test: $(VENV)/.installed-base
 demo: $(VENV)/.installed-base
 	$(PY) -m topkloss demo
 
+# pytest-xdist: one worker per core, at most 4 (each imports torch and JAX).
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/bench_losses.py
