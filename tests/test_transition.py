@@ -301,6 +301,24 @@ def test_float32_offset_is_as_accurate_as_without_offset():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype_name,big", [("float32", 3e38), ("float64", 1.7e308)])
+@pytest.mark.parametrize("weight", ["adaptive", 1.0, 0.5], ids=["adaptive", "w1", "w05"])
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NumPy's, on s_y - max s
+def test_scores_a_float_maximum_apart(xp, dtype_name, big, weight):
+    """CE = max s - s_y overflows to +inf where the scores lie a float maximum apart. Row 0
+    (y = 1 in T_2 by the tie rule, P_T = 1): the grouped loss is 0, so a weight of 1, or the
+    adaptive one (1 - P_T = 0), gives loss 0 and gradient 0, not 0 * inf = NaN; 0.5 gives +inf
+    (half of a CE beyond the range). Row 1 (y outside T_2): the loss is CE, +inf, for every
+    weight, and the gradient p - e_y is exact."""
+    dtype = getattr(xp, dtype_name)
+    s = np.array([[big, -big, -big, -big], [big, -big, -big, 0.0]])
+    value, grad = vg(asarray(xp, s, dtype), asarray(xp, np.array([1, 1])), k=2, weight=weight, reduction="none")
+    value, grad = to_numpy(value), to_numpy(grad)
+    assert value[0] == (math.inf if weight == 0.5 else 0.0) and value[1] == math.inf, value
+    want = [[0.5, -0.5, 0.0, 0.0] if weight == 0.5 else [0.0] * 4, [1.0, -1.0, 0.0, 0.0]]
+    np.testing.assert_array_equal(grad, want)
+
+
 def test_invariant_to_a_constant_added_to_a_row():
     s, y = _data(seed=7)
     a, ga = vg(s, y, k=3, reduction="none")

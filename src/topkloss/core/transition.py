@@ -90,9 +90,11 @@ def _loss(xp, kind, value, args, d_y, s_top, s_out, inside, top_not_y, e_y):
     others = xp.where(inside, s_out + top_not_y, s_top + (s_out - e_y))
     total = s_top + s_out
     ce = xp.log(total) - d_y
-    grouped = xp.where(inside, xp.log1p(s_out / s_top), ce)
     lam, rest = _weights(xp, kind, value, args, s_top, s_out, total)
-    return rest * ce + lam * grouped, others
+    # y outside T_k: the loss is CE itself (no rounding of (1 - λ) + λ). Inside, a weight of
+    # exactly 0 drops CE: for scores a float maximum apart CE overflows to inf, and 0 * inf is NaN
+    weighted_ce = rest * xp.where(rest == 0, xp.zeros_like(ce), ce)
+    return xp.where(inside, weighted_ce + lam * xp.log1p(s_out / s_top), ce), others
 
 
 def _forward_by_columns(xp, s, *args, static):
