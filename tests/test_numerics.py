@@ -35,6 +35,16 @@ def _check_contract(s32, y, k, tau, alpha=1.0):
     assert np.all(err <= grad_tol), f"gradient off by {np.max(err / grad_tol):.3g} x tolerance"
 
 
+def test_xla_on_a_cpu_flushes_subnormals():
+    """Why the gradient tolerance has the floor TINY32 (docs/algorithms.md, the contract): XLA
+    on a CPU flushes subnormal float32 results to zero. Should this fail, XLA keeps them now,
+    and the docs' paragraph on the floor is out of date."""
+    jax = pytest.importorskip("jax")
+    x = jax.device_put(np.array([TINY32, 4 * TINY32], dtype=np.float32), jax.devices("cpu")[0])
+    got = np.asarray(jax.jit(lambda v: v * 0.25)(x))
+    np.testing.assert_array_equal(got, np.array([0.0, TINY32], dtype=np.float32))
+
+
 @pytest.fixture(params=["planned", "stacked", "log", "linear64", "scaled", "scan"])
 def mode(request, monkeypatch):
     """The planned path; the planned path with every linear tree level stacked; and each other
