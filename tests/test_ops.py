@@ -25,6 +25,21 @@ def test_put_columns(xp, add):
     np.testing.assert_array_equal(to_numpy(got), want)
 
 
+@pytest.mark.parametrize("n", [6, 3000])
+def test_nan_rows(xp, n):
+    """NaN exactly on the rows that hold a NaN, wherever it is; infinities are not NaN. 3000
+    classes: XLA's CPU ``max`` passes over a NaN in rows this long (the reason JAX takes
+    ``any(isnan)``)."""
+    x = np.random.default_rng(1).normal(size=(6, n))
+    x[0, 0], x[1, n // 2], x[2, n - 1] = np.nan, np.nan, np.nan
+    x[3, :2] = [np.inf, -np.inf]
+    x[4, 1] = -np.inf
+    a = asarray(xp, x, xp.float32)
+    ns = namespace(a)
+    got = to_numpy(ops.nan_rows(ns, a, asarray(xp, np.arange(6.0), xp.float32)))
+    np.testing.assert_array_equal(got, [np.nan, np.nan, np.nan, 3.0, 4.0, 5.0])
+
+
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_top_k_and_mask_follow_the_tie_rule(xp, k):
     """Ties at the k-th value: the lowest indices first, in the one-top-k path (JAX) and the

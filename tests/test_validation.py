@@ -313,14 +313,16 @@ def test_empty_batch_metric(xp, entry):
 # ---------------------------------------------------------------- NaN scores
 
 @pytest.mark.parametrize("entry", LOSSES, ids=ids(LOSSES))
-@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+@pytest.mark.parametrize("dtype_name,n", [("float32", N), ("float64", N), ("float32", 3000)])
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # NumPy's, on NaN arithmetic
-def test_nan_scores_give_nan_rows(xp, entry, dtype_name):
+def test_nan_scores_give_nan_rows(xp, entry, dtype_name, n):
     """Decided (as cross-entropy does): a NaN score makes its row's loss NaN and every entry of
     its gradient row NaN, on every backend, wherever the NaN is (at the label, at a class the
-    selection would rank first or last); the other rows are untouched."""
+    selection would rank first or last); the other rows are untouched. 3000 classes: the
+    selections of long rows (NumPy's candidates, JAX's blocks), and a width where XLA's CPU
+    ``max`` passes over a NaN."""
     dtype = getattr(xp, dtype_name)
-    s, y = _data(xp, dtype=xp.float64)
+    s, y = _data(xp, n=n, dtype=xp.float64)
     clean = to_numpy(s).copy()
     labels = to_numpy(y)
     top = np.argsort(-clean, axis=-1, kind="stable")
@@ -328,7 +330,7 @@ def test_nan_scores_give_nan_rows(xp, entry, dtype_name):
     dirty[0, labels[0]] = np.nan  # at the label
     dirty[1, top[1, 0] if top[1, 0] != labels[1] else top[1, 1]] = np.nan  # at the largest other
     dirty[2, top[2, -1] if top[2, -1] != labels[2] else top[2, -2]] = np.nan  # at the smallest other
-    extras = _extras(entry)
+    extras = _extras(entry, n=n)
     want_value, want_grad = entry.value_and_grad(xp, asarray(xp, clean, dtype), y, extras, reduction="none")
     value, grad = entry.value_and_grad(xp, asarray(xp, dirty, dtype), y, extras, reduction="none")
     value, grad = to_numpy(value), to_numpy(grad)

@@ -261,8 +261,15 @@ def nan_rows(xp, x, v):
     """``v`` (``(batch,)``) with NaN where the row of a 2-D ``x`` holds a NaN. The losses that
     select a value of the row need it: a backend's selection may rank a NaN first, last or drop
     it (``topk`` and ``partition`` differ), and a hinge at a NaN is 0, so without it a NaN score
-    could give a finite loss that depends on the backend. One pass over ``x``."""
-    return xp.where(xp.any(xp.isnan(x), axis=-1), float("nan"), v)
+    could give a finite loss that depends on the backend. One reduction over ``x``: its ``max``,
+    NaN wherever the row has one (the standard's rule); under XLA, whose CPU ``max`` may pass over
+    a NaN, ``any(isnan)`` (one fused pass). Not ``any(isnan)`` everywhere: torch's CPU ``any``
+    along rows costs many times its ``amax`` (docs/benchmarks.md, "A NaN check")."""
+    if getattr(xp, "__name__", "") == "jax.numpy":
+        bad = xp.any(xp.isnan(x), axis=-1)
+    else:
+        bad = xp.isnan(xp.max(x, axis=-1))
+    return xp.where(bad, float("nan"), v)
 
 
 def pick(xp, x, mask):
