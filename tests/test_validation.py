@@ -79,6 +79,26 @@ def test_bad_scores_and_labels(backend, entry, case):
         entry.call(xp, scores, labels, _extras(entry), dtype=xp.float64)
 
 
+@pytest.mark.parametrize("entry", BASE, ids=ids(BASE))
+def test_numpy_extension_dtype_is_a_type_error_naming_scores(entry):
+    """NumPy scores of ml_dtypes' bfloat16 (what a JAX bfloat16 array becomes in NumPy): NumPy's
+    isdtype raised its own TypeError from inside the check; now the message names scores."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    s, y = _data(np)
+    with pytest.raises(TypeError, match="scores must have a real floating dtype; got bfloat16"):
+        entry.call(np, s.astype(ml_dtypes.bfloat16), y, _extras(entry), dtype=np.float64)
+
+
+def test_numpy_extension_dtype_in_log_esf_and_noise():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    s, y = _data(np)
+    with pytest.raises(TypeError, match="x must have a real floating dtype"):
+        topkloss.log_esf(s.astype(ml_dtypes.bfloat16), 2)
+    noise = np.zeros((B, 2, N), dtype=ml_dtypes.bfloat16)
+    with pytest.raises(TypeError, match="noise must have a real floating dtype"):
+        topkloss.noised_topk_hinge(s, y, k=2, n_samples=2, noise=noise)
+
+
 @pytest.mark.parametrize("entry", LOSSES, ids=ids(LOSSES))
 @pytest.mark.parametrize("reduction", ["avg", None, "MEAN"])
 def test_bad_reduction(entry, reduction):

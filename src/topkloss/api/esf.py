@@ -12,7 +12,7 @@ def _prepare_log_esf(x, k):
     xp = v.namespace(namespace, x=x)
     if getattr(x, "ndim", 0) < 1:
         raise ValueError(f"x must have at least 1 dimension (..., m); got shape {tuple(getattr(x, 'shape', ()))}")
-    if not xp.isdtype(x.dtype, "real floating"):
+    if not v.is_kind(xp, x.dtype, "real floating"):
         raise TypeError(f"x must have a real floating dtype; got {x.dtype}")
     k = v.check_int(k, "k", 0)
     return Call(xp, LOG_ESF, compute_dtype(xp, x), (), (k,), x.dtype, "none")

@@ -48,7 +48,7 @@ def _prepare_noise(xp, noise, shape, s, scores, seed, key):
         raise ValueError("give noise, or seed / key to draw it, not both")
     _same_array_kind(scores, "noise", noise)
     v.check_shape(noise, "noise", shape, "(batch, n_samples, n_classes)")
-    if not xp.isdtype(noise.dtype, "real floating"):
+    if not v.is_kind(xp, noise.dtype, "real floating"):
         raise TypeError(f"noise must have a real floating dtype; got {noise.dtype}")
     return noise if noise.dtype == s.dtype else xp.astype(noise, s.dtype)
 
@@ -260,7 +260,7 @@ def ldam_margins(class_counts, *, max_margin=0.2, power=0.25):
     max_margin = v.check_real(max_margin, "max_margin", nonnegative=True)
     power = v.check_real(power, "power", nonnegative=True)
     counts = class_counts
-    if not xp.isdtype(counts.dtype, "real floating"):
+    if not v.is_kind(xp, counts.dtype, "real floating"):
         info = xp.__array_namespace_info__()
         counts = xp.astype(counts, info.default_dtypes(device=device(counts))["real floating"])
     log_w = -power * xp.log(counts)

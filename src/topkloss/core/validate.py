@@ -36,11 +36,21 @@ def check_device(ref_name, ref_device, **devices):
             raise ValueError(f"{name} must be on the device of {ref_name} ({ref_device}); got {dev}")
 
 
+def is_kind(xp, dtype, kind):
+    """``xp.isdtype(dtype, kind)``, False for a dtype the namespace does not know: NumPy's
+    ``isdtype`` raises its own TypeError for an extension dtype such as ml_dtypes' bfloat16, and
+    the caller's error should name the argument instead."""
+    try:
+        return bool(xp.isdtype(dtype, kind))
+    except TypeError:
+        return False
+
+
 def check_scores(xp, scores, name="scores", ndim=2):
     if getattr(scores, "ndim", None) != ndim:
         raise ValueError(f"{name} must be a {ndim}-D array (batch, n_classes); got shape {tuple(scores.shape)}")
     check_known_shape(scores, name)
-    if not xp.isdtype(scores.dtype, "real floating"):
+    if not is_kind(xp, scores.dtype, "real floating"):
         raise TypeError(f"{name} must have a real floating dtype; got {scores.dtype}")
     if ndim == 2 and scores.shape[1] < 2:
         raise ValueError(f"{name} must have at least 2 classes (columns); got shape {tuple(scores.shape)}")
@@ -70,7 +80,7 @@ def check_labels(xp, labels, scores, check_values=True):
     """
     if getattr(labels, "ndim", None) != 1:
         raise ValueError(f"labels must be a 1-D array of class indices; got shape {tuple(labels.shape)}")
-    if not xp.isdtype(labels.dtype, "integral"):
+    if not is_kind(xp, labels.dtype, "integral"):
         raise TypeError(f"labels must have an integer dtype (class indices); got {labels.dtype}")
     check_known_shape(labels, "labels")
     if labels.shape[0] != scores.shape[0]:
@@ -179,7 +189,7 @@ def check_shape(arr, name, shape, meaning):
 
 def check_real_array(xp, arr, name):
     """An array with a real (floating or integer) dtype."""
-    if not (xp.isdtype(arr.dtype, "real floating") or xp.isdtype(arr.dtype, "integral")):
+    if not (is_kind(xp, arr.dtype, "real floating") or is_kind(xp, arr.dtype, "integral")):
         raise TypeError(f"{name} must have a real dtype; got {arr.dtype}")
     return arr
 
