@@ -22,7 +22,7 @@ from ..adapters import _framework
 from ..core import validate as v
 from ..core.ops import _device
 
-_SEED_KINDS = "an int >= 0 or a generator (numpy.random.Generator; torch.Generator for torch tensors; cupy.random.Generator for CuPy arrays)"
+_SEED_KINDS = "an int in [0, 2**63 - 1] or a generator (numpy.random.Generator; torch.Generator for torch tensors; cupy.random.Generator for CuPy arrays)"
 
 
 def standard_normal(xp, shape, like, *, seed=None, key=None):
@@ -42,10 +42,17 @@ def standard_normal(xp, shape, like, *, seed=None, key=None):
     return _numpy_like_normal(xp, shape, like, seed)
 
 
+SEED_MAX = 2**63 - 1
+"""The largest int seed: JAX's ``random.key`` takes up to int64's maximum (torch's
+``manual_seed`` up to 2**64 - 1, NumPy any size); one range everywhere, so a seed that works on
+one backend works on all."""
+
+
 def _int_seed(seed):
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be {_SEED_KINDS}; got {seed!r} ({type(seed).__name__})")
-    return v.check_int(seed, "seed", 0)
+    # one range on every backend: JAX's keys take up to int64's maximum
+    return v.check_int(seed, "seed", 0, SEED_MAX)
 
 
 def _normal(gen, shape, double):

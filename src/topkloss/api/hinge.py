@@ -155,7 +155,7 @@ def noised_topk_hinge(
     - ``noise``: the standard-normal draws themselves, shape ``(batch, n_samples, n)``,
       used as ``s + epsilon * noise``: the same noise gives the same result on every
       backend.
-    - ``seed``: an int (same seed, same draws, at every call; different seeds,
+    - ``seed``: an int in [0, 2**63 - 1] (same seed, same draws, at every call; different seeds,
       independent draws) or a generator whose state advances at each call
       (``numpy.random.Generator`` for any array type, ``torch.Generator`` for torch
       tensors, ``cupy.random.Generator`` for CuPy arrays). Each framework draws with its
