@@ -821,6 +821,12 @@ def put_columns(xp, base, values, indices, add=False):
             return base.scatter_add_(-1, idx, values) if add else base.scatter_(-1, idx, values)
         return base.scatter_add(-1, idx, values) if add else base.scatter(-1, idx, values)
     if name == "jax.numpy":
+        if indices.shape[-1] == 1:
+            # one column: a compare and a select, which XLA fuses with the op that made base.
+            # A scatter's row indices (an arange, replicated) would meet batch-sharded column
+            # indices in one array, which JAX's explicit-sharding mode refuses
+            hit = arange_like(xp, base.shape[-1], base, dtype=indices.dtype)[None, :] == indices
+            return xp.where(hit, base + values if add else values, base)
         at = base.at[xp.arange(base.shape[0])[:, None], indices]
         return at.add(values) if add else at.set(values)
     if name in _NUMPY_LIKE:  # integer-array indexing (put_along_axis builds its index arrays in Python)
