@@ -254,7 +254,6 @@ def test_jax_gradient_keeps_the_batch_sharding(jax_report, entry):
 # types every array with its sharding, and some operations need an explicit out_sharding.
 EXPLICIT_FAILS = {
     "smooth_topk_svm": "core/smooth_svm.py or core/esf.py: operands of one op with different shardings",
-    "topk_hinge[margin-array]": "core/hinge.py: gather of the replicated per-class margins at sharded labels",
 }
 
 
