@@ -43,7 +43,15 @@ def on_accelerator(x):
 
 
 def full_like_shape(xp, shape, value, like):
-    """``xp.full`` on the device and in the dtype of ``like``."""
+    """``xp.full`` on the device and in the dtype of ``like``. Under JAX, where ``shape`` is
+    ``like``'s but along one axis, a broadcast of ``like``'s first slice there: it keeps
+    ``like``'s sharding on the other axes (a batch-sharded array and a replicated fill cannot be
+    concatenated in JAX's explicit-sharding mode)."""
+    if getattr(xp, "__name__", "") == "jax.numpy" and len(shape) == like.ndim:
+        differ = [i for i, (a, b) in enumerate(zip(shape, like.shape)) if a != b]
+        if len(differ) <= 1 and all(like.shape[i] > 0 for i in differ):
+            first = like[tuple(slice(0, 1) if i in differ else slice(None) for i in range(like.ndim))]
+            return xp.broadcast_to(xp.full_like(first, value), shape)
     return xp.full(shape, value, dtype=like.dtype, device=_device(like))
 
 
@@ -233,8 +241,8 @@ def fusion_barrier(xp, level):
     jax = sys.modules["jax"]
     arrays = level if isinstance(level, list) else [level]
     first = arrays[0] if arrays else None
-    if not isinstance(first, jax.core.Tracer) or first.size == 0 or on_accelerator(first):
-        return level
+    if not isinstance(first, jax.core.Tracer) or first.size == 0 or on_accelerator(first) or _jax_sharded(first):
+        return level  # sharded in explicit mode: no element can be read without a reduction
     probe = xp.isnan(xp.reshape(first, (-1,))[0])
     out = jax.lax.cond(probe, lambda t: [a * 1 for a in t], lambda t: list(t), list(arrays))
     return out if isinstance(level, list) else out[0]
@@ -815,6 +823,19 @@ def copy(xp, x):
     return xp.asarray(x, copy=True)
 
 
+def _jax_sharded(x):
+    """Whether the JAX array or tracer ``x`` is typed as sharded along a mesh axis (JAX's
+    explicit-sharding mode; under automatic sharding its type names no axis)."""
+    spec = getattr(getattr(sys.modules["jax"].typeof(x), "sharding", None), "spec", ())
+    return any(axis is not None for axis in spec)
+
+
+def _jax_explicit_out(base):
+    """``{"out_sharding": base's sharding}`` where ``base`` is typed as sharded, else ``{}``: a
+    scatter into it needs its output sharding spelled out in JAX's explicit-sharding mode."""
+    return {"out_sharding": sys.modules["jax"].typeof(base).sharding} if _jax_sharded(base) else {}
+
+
 def put_columns(xp, base, values, indices, add=False):
     """``base`` with ``values[:, j]`` written (``add=True``: added) at column ``indices[:, j]``
     of each row; the indices of one row must be distinct.
@@ -838,7 +859,8 @@ def put_columns(xp, base, values, indices, add=False):
             hit = arange_like(xp, base.shape[-1], base, dtype=indices.dtype)[None, :] == indices
             return xp.where(hit, base + values if add else values, base)
         at = base.at[xp.arange(base.shape[0])[:, None], indices]
-        return at.add(values) if add else at.set(values)
+        kw = _jax_explicit_out(base)
+        return at.add(values, **kw) if add else at.set(values, **kw)
     if name in _NUMPY_LIKE:  # integer-array indexing (put_along_axis builds its index arrays in Python)
         rows = xp.arange(base.shape[0])[:, None]
         if add:

@@ -251,7 +251,7 @@ def _padded_table(xp, table, pad):
     """``(batch, pad + L + pad)`` array of log values, ``-inf`` in the padding, for ``table`` ``(batch, L)``."""
     if pad == 0:
         return table
-    fill = xp.full((table.shape[0], pad), NEG_INF, dtype=table.dtype, device=_device(table))
+    fill = full_like_shape(xp, (table.shape[0], pad), NEG_INF, table)
     return xp.concat([fill, table, fill], axis=-1)
 
 
