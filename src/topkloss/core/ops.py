@@ -825,8 +825,10 @@ def copy(xp, x):
 
 def _jax_sharded(x):
     """Whether the JAX array or tracer ``x`` is typed as sharded along a mesh axis (JAX's
-    explicit-sharding mode; under automatic sharding its type names no axis)."""
-    spec = getattr(getattr(sys.modules["jax"].typeof(x), "sharding", None), "spec", ())
+    explicit-sharding mode; under automatic sharding its type names no axis). False on a JAX
+    without ``jax.typeof`` (older than explicit sharding)."""
+    typeof = getattr(sys.modules["jax"], "typeof", None)
+    spec = getattr(getattr(typeof(x), "sharding", None), "spec", ()) if typeof is not None else ()
     return any(axis is not None for axis in spec)
 
 
