@@ -33,7 +33,7 @@ the noise) in ``args``.
 from __future__ import annotations
 
 from .op import Op
-from .ops import kth_largest, nan_rows, onehot, per_label, pick
+from .ops import kth_largest, nan_rows, onehot, per_label, pick, relu_and_gate
 
 __all__ = ["TOPK_HINGE", "NOISED_TOPK_HINGE"]
 
@@ -52,12 +52,9 @@ def _hinge(xp, s, gap, w, mask, labels, margins, margin, scale):
     """Per-sample loss ``scale * max(0, m_y + gap)`` and the residual ``d loss / d s``; a row of
     ``s`` with a NaN has loss NaN and a gradient row of NaN (:func:`nan_rows`)."""
     m = margin if margin is not None else per_label(xp, margins[0], labels, mask)
-    arg = nan_rows(xp, s, m + gap)
-    zero = xp.zeros_like(arg)
-    loss = scale * xp.where(arg <= 0, zero, arg)  # NaN stays NaN
-    gate = xp.where(arg > 0, xp.ones_like(arg), xp.where(arg <= 0, zero, arg))  # 1, 0 or NaN
+    hinge, gate = relu_and_gate(xp, nan_rows(xp, s, m + gap))
     d = (scale * gate)[:, None] * xp.where(mask, w - 1, w)
-    return loss, (d,)
+    return scale * hinge, (d,)
 
 
 def _hard_forward(xp, s, labels, *margins, static):

@@ -286,8 +286,18 @@ def per_label(xp, table, labels, mask):
     replicated table at batch-sharded labels needs an explicit output sharding in JAX's
     explicit-sharding mode. Elsewhere the gather (O(batch))."""
     if getattr(xp, "__name__", "") == "jax.numpy":
+        # not pick() of a broadcast table: a replicated (batch, n) operand beside the sharded
+        # mask is refused; a (1, n) one broadcasts inside the select
         return xp.sum(xp.where(mask, table[None, :], 0.0), axis=-1)
     return xp.take(table, labels, axis=0)
+
+
+def relu_and_gate(xp, arg):
+    """``(max(0, arg), [arg > 0])`` for a ``(batch,)`` hinge argument, NaN kept in both: the
+    loss of a NaN row (:func:`nan_rows`) is NaN, and its gradient gate (1, 0 or NaN) makes the
+    whole gradient row NaN. ``maximum`` and a boolean gate would drop it on some backends."""
+    zero = xp.zeros_like(arg)
+    return xp.where(arg <= 0, zero, arg), xp.where(arg > 0, xp.ones_like(arg), xp.where(arg <= 0, zero, arg))
 
 
 def pick(xp, x, mask):

@@ -54,7 +54,7 @@ import math
 
 from .esf import _is_xla, complement, nodes_last_applies, padded_leaves, restore_tree, scan_backprop, scan_leaves, scan_prefix, tree_backprop, tree_levels, tree_residuals, tree_root
 from .op import Op
-from .ops import NEG_INF, _device, _torch_compiling, arange_like, copy, exp_gaps, float64_available, full_like_shape, fusion_barrier, logsumexp, nan_rows, on_accelerator, onehot, put_columns, sigmoid, take_columns, times_rows, top_k, top_k_values
+from .ops import NEG_INF, _device, _torch_compiling, arange_like, copy, exp_gaps, float64_available, full_like_shape, fusion_barrier, logsumexp, nan_rows, on_accelerator, onehot, put_columns, relu_and_gate, sigmoid, take_columns, times_rows, top_k, top_k_values
 
 __all__ = ["SMOOTH_TOPK_SVM", "TOPK_SVM", "plan_mode"]
 
@@ -457,10 +457,8 @@ def _hard_forward(xp, s, labels, *, static):
     kth = xp.min(top_k_values(xp, xp.where(onehot(xp, labels, n, s), NEG_INF, s), k, ordered=False), axis=-1)
     # (s_k - s_y) / k in halves: the same two roundings (halving is exact), and no overflow where
     # the scores lie a float maximum apart
-    margin = nan_rows(xp, s, alpha + (kth / 2 - s_y / 2) / (k / 2))  # NaN for a row with a NaN
-    zero = xp.zeros_like(margin)
-    loss = xp.where(margin <= 0, zero, margin)  # NaN stays NaN
-    return loss, (xp.where(margin > 0, xp.ones_like(margin), xp.where(margin <= 0, zero, margin)), kth)  # 1, 0 or NaN
+    loss, active = relu_and_gate(xp, nan_rows(xp, s, alpha + (kth / 2 - s_y / 2) / (k / 2)))
+    return loss, (active, kth)
 
 
 def _hard_backward(xp, s, args, residuals, g, *, static):
