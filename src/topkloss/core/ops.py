@@ -784,12 +784,16 @@ def take_columns(xp, x, indices):
 
 
 def _take_along_last(xp, x, indices):
-    """``take_along_axis`` on the last axis for non-negative ``indices``. torch: its own
-    ``take_along_dim``, one operation, where array-api-compat's wrapper adds three to map
-    negative indices (a compare, an add, a where), which ours never are."""
+    """``take_along_axis`` on the last axis for non-negative ``indices``. torch: ``gather``, one
+    operation, where array-api-compat's wrapper adds three to map negative indices (a compare,
+    an add, a where), which ours never are, and torch's own ``take_along_dim`` two (it wraps
+    the indices with a ``remainder``); ``take_along_dim`` where the leading shapes differ
+    (it broadcasts, ``gather`` does not)."""
     if getattr(xp, "__name__", "") == "array_api_compat.torch":
         if indices.dtype != xp.int64:
             indices = xp.astype(indices, xp.int64)  # torch gathers with int64 indices only
+        if indices.shape[:-1] == x.shape[:-1]:
+            return x.gather(-1, indices)
         return xp.take_along_dim(x, indices, dim=-1)
     return xp.take_along_axis(x, indices, axis=-1)
 
@@ -859,7 +863,7 @@ def put_columns(xp, base, values, indices, add=False):
     """
     name = getattr(xp, "__name__", "")
     if name == "array_api_compat.torch":
-        idx = xp.astype(indices, xp.int64)
+        idx = indices if indices.dtype == xp.int64 else xp.astype(indices, xp.int64)  # astype copies
         if _torch_writable(base, values, idx):  # in place: no copy of the (batch, n) base
             return base.scatter_add_(-1, idx, values) if add else base.scatter_(-1, idx, values)
         return base.scatter_add(-1, idx, values) if add else base.scatter(-1, idx, values)
