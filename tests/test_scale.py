@@ -364,19 +364,28 @@ def test_dask_streams_chunk_by_chunk(dask_env, entry):
         assert peak.bytes < total / 2, (peak.bytes, total)
 
 
-# On Dask, a gradient split into one-column chunks multiplies the tasks by n.
-COLUMN_CHUNKED_GRADIENTS = {"smooth_topk_svm": "core/smooth_svm.py or core/esf.py (reported): the backward "
-                            "stacks per-column pieces, so the gradient comes out in 1-column chunks"}
-
-
 @pytest.mark.parametrize("entry", [e for e in ALL if e.differentiable], ids=ids([e for e in ALL if e.differentiable]))
 def test_dask_gradient_keeps_whole_rows(dask_env, entry):
+    """On Dask a gradient split into one-column chunks multiplies the tasks by n (the product
+    trees' backward concatenated two halves a level: smooth_topk_svm's came out so)."""
     da, _ = dask_env
     _, (ds, dy, dextras) = _dask_inputs(da, entry)
     _, grad = topkloss.value_and_grad(entry.fn)(ds, dy, **entry.params, **dextras)
-    if entry.name in COLUMN_CHUNKED_GRADIENTS and grad.chunks[1] != ds.chunks[1]:
-        pytest.xfail(f"{COLUMN_CHUNKED_GRADIENTS[entry.name]}: chunks along the classes {grad.chunks[1]}")
     assert grad.chunks == ds.chunks
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_dask_smooth_gradient_tasks_grow_with_the_depth_not_the_classes(dask_env, k):
+    """16 times the classes, 4 more tree levels: the task graph of smooth_topk_svm's gradient
+    grows by the levels (under 2x), not by the classes (14x when the halves kept their chunks)."""
+    da, _ = dask_env
+    tasks = []
+    for n in (64, 1024):
+        rng = np.random.default_rng(0)
+        s, y = rng.standard_normal((32, n)), rng.integers(0, n, 32)
+        _, grad = topkloss.value_and_grad(topkloss.smooth_topk_svm)(da.from_array(s, chunks=(16, n)), da.from_array(y, chunks=16), k=k)
+        tasks.append(len(dict(grad.__dask_graph__())))
+    assert tasks[1] < 2 * tasks[0], tasks
 
 
 def test_dask_example(dask_env):

@@ -5,8 +5,10 @@ calls the same core backward.
 
 Dask arrays are lazy: the core builds a task graph, chunk by chunk along the batch, and
 nothing is computed until ``.compute()``. array-api-compat's Dask namespace lacks
-``take_along_axis`` (array API 2024.12), and its ``clip`` materialises scalar bounds as
-full-size single chunks; :func:`namespace` hands the core a namespace that fixes both. The label range of a Dask array is checked inside the graph, when its chunks
+``take_along_axis`` (array API 2024.12), its ``clip`` materialises scalar bounds as
+full-size single chunks, and its ``concat`` keeps every input's chunks (the product trees
+concatenate two halves per level on the way back: one-column chunks at the leaves);
+:func:`namespace` hands the core a namespace that fixes all three. The label range of a Dask array is checked inside the graph, when its chunks
 are computed (:func:`check_lazily`).
 """
 
@@ -70,7 +72,28 @@ class _Namespace(types.ModuleType):
 
 @functools.cache
 def _dask_namespace(base):
-    return _Namespace(base, take_along_axis=_dask_take_along_axis, clip=functools.partial(_dask_clip, base))
+    return _Namespace(
+        base,
+        take_along_axis=_dask_take_along_axis,
+        clip=functools.partial(_dask_clip, base),
+        concat=functools.partial(_dask_concat, base),
+    )
+
+
+def _dask_concat(base, arrays, /, *, axis=0):
+    """``concat``, in one chunk along ``axis`` where every input is one chunk along it.
+
+    Dask keeps each input's chunks: the backward of a product tree concatenates the two halves
+    of every level along the node axis, level after level, so a gradient of ``n`` classes came
+    out in ``n`` one-column chunks (``n`` tasks a row block). Arrays chunked along ``axis``
+    (the batch) keep their chunks."""
+    out = base.concat(arrays, axis=axis)
+    if axis is None:
+        return out
+    axis = axis % out.ndim
+    if len(out.chunks[axis]) > 1 and all(len(a.chunks[axis]) == 1 for a in arrays):
+        out = out.rechunk({axis: -1})
+    return out
 
 
 def _dask_clip(base, x, /, min=None, max=None):
