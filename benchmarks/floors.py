@@ -24,7 +24,11 @@ cross-entropy forward + backward (``bench_losses.py``'s baseline, interleaved in
   and ``logsumexp``, ``jax.value_and_grad`` under ``jit``, NumPy by hand
   (:func:`native_transition`). No validation, no tie rule (the mask is the entries >= the
   k-th value: right for rows without a tie across it, as random scores are), no care for
-  cancellation: what the loss costs with nothing around it, the floor for topkloss's own.
+  cancellation: what the loss costs with nothing around it, the floor for topkloss's own;
+- ``by hand`` (torch only): the same loss as a ``torch.autograd.Function`` with the
+  hand-derived gradient (:func:`_torch_transition_by_hand`), as topkloss registers its own,
+  again with no validation, tie rule or care for cancellation (NumPy's ``transition`` is by
+  hand already; JAX's is one compiled program either way).
 
 Each backend is timed in a process of its own, as ``bench_losses.py`` times them. Usage:
 ``python benchmarks/floors.py [--backends torch,jax,numpy] [--sizes 256x100,...]``.
@@ -51,10 +55,11 @@ from topkloss.core import ops
 S = 5
 
 
-def native_transition(backend, k=5):
+def native_transition(backend, k=5, by_hand=False):
     """``f(scores, labels) -> (mean loss, gradient)`` of ``topk_transition`` (adaptive weight),
     in ``backend``'s own operations (see the module's docstring). ``scores`` and ``labels`` are
-    the backend's arrays; torch's ``scores`` must require grad."""
+    the backend's arrays; torch's ``scores`` must require grad. ``by_hand``: torch's gradient
+    from :func:`_torch_transition_by_hand` instead of autograd (NumPy's is by hand always)."""
     if backend == "torch":
         import torch
 
@@ -65,6 +70,9 @@ def native_transition(backend, k=5):
             grouped = torch.where((idx == y[:, None]).any(-1), lse - lse_top, ce)
             lam = torch.exp(lse_top - lse).detach()
             return ((1 - lam) * ce + lam * grouped).mean()
+
+        if by_hand:
+            loss = _torch_transition_by_hand(k).apply
 
         def step(s, y):
             s.grad = None
@@ -110,6 +118,41 @@ def native_transition(backend, k=5):
     return step
 
 
+def _torch_transition_by_hand(k):
+    """A ``torch.autograd.Function`` of the mean ``topk_transition`` (adaptive weight) with the
+    hand-derived gradient in torch's own operations: the fewest operations we found (one top-k,
+    one ``exp`` and a product over ``(batch, n)``, two writes of columns on the way back), no
+    validation, no tie rule (T_k is what ``torch.topk`` returns), no care for cancellation."""
+    import torch
+
+    class TransitionByHand(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, s, y):
+            v, cols = torch.topk(s, k)
+            m = v[:, :1]
+            e = torch.exp(s - m)
+            total = e.sum(-1)
+            s_top = torch.exp(v - m).sum(-1)
+            s_out = total - s_top
+            inside = (cols == y[:, None]).any(-1)
+            ce = torch.log(total) - (s.gather(1, y[:, None])[:, 0] - m[:, 0])
+            lam = s_top / total
+            loss = torch.where(inside, (1 - lam) * ce + lam * torch.log1p(s_out / s_top), ce)
+            ctx.save_for_backward(e, cols, inside, total, s_out, y)
+            return loss.mean()
+
+        @staticmethod
+        def backward(ctx, g):
+            e, cols, inside, total, s_out, y = ctx.saved_tensors
+            a = g / (e.shape[0] * total)
+            grad = e * a[:, None]  # p / batch; on T_k, where y is in it, 0 (the adaptive weight)
+            grad.scatter_(1, cols, torch.where(inside[:, None], 0.0, grad.gather(1, cols)))
+            at_y = -a * torch.where(inside, s_out, total - e.gather(1, y[:, None])[:, 0])
+            return grad.scatter_(1, y[:, None], at_y[:, None]), None
+
+    return TransitionByHand
+
+
 def _blocks(backend, scores, labels):
     """{name: step} for one backend's building blocks on ``scores`` (NumPy float32) and ``labels``."""
     b, n = scores.shape
@@ -145,6 +188,7 @@ def _blocks(backend, scores, labels):
     exp = wrap(xp.exp)
     pad = xp.zeros((8, b), dtype=xp.float32)
     transpose = wrap(lambda a: xp.concat([xp.permute_dims(a, (1, 0)), pad], axis=0))
+    by_hand = native_transition(backend, by_hand=True) if backend == "torch" else None
     return {
         "top-k": lambda: sync(topk(x)),
         "exp": lambda: sync(exp(x)),
@@ -152,6 +196,7 @@ def _blocks(backend, scores, labels):
         "normal S=5": lambda: sync(draw()),
         "top-k S=5": lambda: sync(kth(noisy)),
         "transition": lambda: sync(transition(*args)),
+        "by hand": (lambda: by_hand(*args)) if by_hand else None,
     }
 
 
@@ -167,7 +212,7 @@ def main(argv=None):
     allocator = bench_losses.pin_malloc(argv is not None)  # as bench_losses.py times: see there
     backends = a.backends.split(",")
     caption = f"{bench_losses.machine()}; float32; each block's median time / cross-entropy's (forward + backward); {allocator}"
-    names = ["top-k", "exp", "transpose", "normal S=5", "top-k S=5", "transition"]
+    names = ["top-k", "exp", "transpose", "normal S=5", "top-k S=5", "transition", "by hand"]
     if a.rows_only:
         pass
     elif a.markdown:
@@ -189,7 +234,8 @@ def main(argv=None):
             rng = np.random.default_rng(0)
             scores = rng.normal(size=(batch, n)).astype(np.float32)
             labels = rng.integers(0, n, size=batch)
-            steps = {"CE": bench_losses.BACKENDS[backend](scores, labels)(None, {}), **_blocks(backend, scores, labels)}
+            blocks = {m: step for m, step in _blocks(backend, scores, labels).items() if step is not None}
+            steps = {"CE": bench_losses.BACKENDS[backend](scores, labels)(None, {}), **blocks}
             times = {m: [] for m in steps}
             for step in steps.values():
                 step()  # warm-up (and jit compilation)
@@ -199,7 +245,7 @@ def main(argv=None):
                     step()
                     times[m].append(time.perf_counter() - t0)
             ce = statistics.median(times["CE"])
-            ratios = [f"{statistics.median(times[m]) / ce:.2f}x" for m in names]
+            ratios = [f"{statistics.median(times[m]) / ce:.2f}x" if m in times else "-" for m in names]
             if a.markdown:
                 print(f"| {backend} | {size.replace('x', ' x ')} | {ce * 1e3:.3f} | " + " | ".join(ratios) + " |", flush=True)
             else:

@@ -140,10 +140,11 @@ def test_scan_forms_benchmark_runs_and_names_the_policy():
     assert all(float(v) > 0 for r in rows for v in r[2:5])
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
-def test_floors_native_transition_is_the_loss(backend):
-    """floors.py's native composition of topk_transition is the same loss and gradient as
-    topkloss's (on rows without a tie at the k-th value), so its column is a floor of that loss."""
+@pytest.mark.parametrize("backend, by_hand", [("numpy", False), ("torch", False), ("torch", True), ("jax", False)])
+def test_floors_native_transition_is_the_loss(backend, by_hand):
+    """floors.py's native compositions of topk_transition (torch's also with the hand-derived
+    gradient) are the same loss and gradient as topkloss's (on rows without a tie at the k-th
+    value), so their columns are floors of that loss."""
     import numpy as np
     from backends import load
 
@@ -167,7 +168,7 @@ def test_floors_native_transition_is_the_loss(backend):
         args = (torch.asarray(s).requires_grad_(True), torch.asarray(y))
     else:
         args = (xp.asarray(s), xp.asarray(y))
-    got, grad = floors.native_transition(backend)(*args)
+    got, grad = floors.native_transition(backend, by_hand=by_hand)(*args)
     got = got.detach() if backend == "torch" else got
     np.testing.assert_allclose(float(got), want, rtol=1e-12)
     np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-10, atol=1e-15)
@@ -176,7 +177,7 @@ def test_floors_native_transition_is_the_loss(backend):
 def test_floors_runs():
     out = _run("floors.py", "--backends", "numpy", "--sizes", "8x50", "--repeat", "1")
     (row,) = [line.split() for line in out.splitlines() if line.startswith("numpy")]
-    assert len(row) == 9 and all(r.endswith("x") for r in row[3:])
+    assert len(row) == 10 and all(r.endswith("x") for r in row[3:-1]) and row[-1] == "-"  # "by hand": torch only
 
 
 def test_ab_compares_a_revision_per_cross_entropy():
