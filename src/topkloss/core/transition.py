@@ -70,14 +70,15 @@ def _forward(xp, s, *args, static):
     s_top = xp.sum(e_top, axis=-1)
     s_out = sum_outside(xp, e, top)  # a sum of positive terms: no 1 - P_T cancellation
     s_y = take_rows(xp, s, labels)
-    e_y = xp.exp(s_y - m[:, 0])
+    d_y = s_y - m[:, 0]
+    e_y = xp.exp(d_y)
     inside = take_rows(xp, top, labels)
     # S_T less one entry of T equal to s_y, from (batch, k) arrays: the entries unequal to s_y
     # and all but one of the equal ones (each is e_y: the exp of the same difference)
     match = values == s_y[:, None]
     n_match = xp.sum(xp.astype(match, s.dtype), axis=-1)
     top_not_y = xp.sum(xp.where(match, 0.0, e_top), axis=-1) + (n_match - 1) * e_y  # read where y is in T
-    loss, others = _loss(xp, kind, value, args, s_y - m[:, 0], s_top, s_out, inside, top_not_y, e_y)
+    loss, others = _loss(xp, kind, value, args, d_y, s_top, s_out, inside, top_not_y, e_y)
     return loss, (e, top, s_top, s_out, inside, others, e_y)
 
 
@@ -120,12 +121,12 @@ def _forward_by_columns(xp, s, *args, static):
     s_top = xp.sum(e_top, axis=-1)
     e = put_columns(xp, e, xp.zeros_like(e_top), cols)  # e outside T_k (e is this function's own)
     s_out = xp.sum(e, axis=-1)  # a sum of positive terms: no 1 - P_T cancellation
-    s_y = take_rows(xp, s, labels)
-    e_y = xp.exp(s_y - m[:, 0])
+    d_y = take_rows(xp, s, labels) - m[:, 0]
+    e_y = xp.exp(d_y)
     is_y = cols == labels[:, None]
     inside = xp.any(is_y, axis=-1)
     top_not_y = xp.sum(xp.where(is_y, 0.0, e_top), axis=-1)  # S_T less y's entry
-    loss, others = _loss(xp, kind, value, args, s_y - m[:, 0], s_top, s_out, inside, top_not_y, e_y)
+    loss, others = _loss(xp, kind, value, args, d_y, s_top, s_out, inside, top_not_y, e_y)
     return loss, (e, cols, e_top, s_top, s_out, inside, others, e_y)
 
 
