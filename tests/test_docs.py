@@ -252,6 +252,10 @@ def test_benchmark_table_parses_and_plots(tmp_path):
     assert rows and {"backend", "batch", "n", "loss", "ratio to CE"} <= set(rows[0])
     bench_docs.plot(rows, tmp_path / "bench.png", "test")
     assert (tmp_path / "bench.png").stat().st_size > 1000
+    lines = bench_docs.summary(rows)
+    first = next(r for r in rows if r["backend"] == "torch" and r["loss"] == "smooth_topk_svm")
+    assert lines[1].startswith("torch smooth_topk_svm: " + first["ratio to CE"] + " / ")
+    assert any(line.startswith("numpy k = 20 / k = 5: ") for line in lines)
 
 
 if __name__ == "__main__":

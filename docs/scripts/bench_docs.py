@@ -12,6 +12,7 @@ Usage (from the repository root)::
     python docs/scripts/bench_docs.py                      # CPU, --repeat 9
     python docs/scripts/bench_docs.py --name gpu --machine "NVIDIA H100" -- --backends torch,jax
     python docs/scripts/bench_docs.py --from saved.txt     # re-render a saved run's output
+    python docs/scripts/bench_docs.py --summary            # the figures the pages quote
 
 Arguments after ``--`` go to ``benchmarks/bench_losses.py``.
 """
@@ -50,6 +51,25 @@ def parse_table(text: str):
         cells = [c.strip() for c in line.strip("|").split("|")]
         rows.append(dict(zip(head, cells)))
     return rows
+
+
+def summary(rows) -> list[str]:
+    """The figures the pages quote from a table: each loss's ratios to cross-entropy per backend,
+    over the sizes in the table's order, and the time of ``smooth_topk_svm`` at k = 10 and
+    k = 20 over its time at k = 5 (from the times, to two places)."""
+    sizes = list(dict.fromkeys((r["batch"], r["n"]) for r in rows))
+    times = {(r["backend"], r["loss"], r["batch"], r["n"]): r for r in rows}
+    lines = ["sizes: " + " / ".join(f"{b}x{n}" for b, n in sizes)]
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        for loss in dict.fromkeys(r["loss"] for r in rows):
+            cells = [times.get((backend, loss, *size)) for size in sizes]
+            lines.append(f"{backend} {loss}: " + " / ".join(c["ratio to CE"] if c else "-" for c in cells))
+        for k in (10, 20):
+            pairs = [(times.get((backend, f"smooth_topk_svm_k{k}", *size)), times.get((backend, "smooth_topk_svm", *size))) for size in sizes]
+            if all(a and b for a, b in pairs):
+                ratios = [float(a["ms (fwd+bwd)"]) / float(b["ms (fwd+bwd)"]) for a, b in pairs]
+                lines.append(f"{backend} k = {k} / k = 5: " + " / ".join(f"{x:.2f}" for x in ratios))
+    return lines
 
 
 def plot(rows, path: Path, title: str) -> None:
@@ -101,10 +121,14 @@ def main(argv=None) -> None:
     p.add_argument("--from", dest="from_file", default=None, help="use a saved output of bench_losses.py --markdown")
     p.add_argument("--plot-only", action="store_true", help="only redraw the plot from docs/benchmarks/NAME.md")
     p.add_argument("--note", default=None, help="a sentence shown with the table (conditions of the run)")
+    p.add_argument("--summary", action="store_true", help="print the figures the pages quote from docs/benchmarks/NAME.md")
     a = p.parse_args(argv)
 
     md = ROOT / "docs" / "benchmarks" / f"{a.name}.md"
     png = ROOT / "docs" / "img" / f"bench_{a.name}.png"
+    if a.summary:
+        print("\n".join(summary(parse_table(md.read_text()))))
+        return
     if a.plot_only:
         text = md.read_text()
         machine = a.machine or text.split("**Machine:** ", 1)[1].split("\n", 1)[0]
