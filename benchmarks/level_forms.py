@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_losses
 
 
 def _forms(real, stacked):
@@ -50,7 +55,12 @@ def main(argv=None):
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--repeat", type=int, default=15)
     p.add_argument("--x64", action="store_true", help="JAX: enable float64 (k = 10, 20 at large n then take the float64 linear path)")
+    p.add_argument("--system-malloc", action="store_true", help="do not pin glibc's allocator")
     a = p.parse_args(argv)
+    # the forms in turn: without the pinned allocator the stacked form's transients are given back
+    # and the next form faults its arrays in again (NumPy k = 5 read 1.88 ms planned against
+    # 1.58 ms all lists, the same forms there; pinned, 1.55 and 1.50 ms)
+    allocator = bench_losses.pin_malloc(a.system_malloc)
     if a.x64:
         import jax
 
@@ -58,7 +68,7 @@ def main(argv=None):
     from topkloss.core import esf
 
     real = esf.level_forms
-    print(f"# {a.backend}, k = {a.k}, float32, forward + backward, median of {a.repeat} (first call in s)")
+    print(f"# {a.backend}, k = {a.k}, float32, forward + backward, median of {a.repeat} (first call in s); {allocator}")
     print("batch x n     planned         lists           stacked")
     for size in a.sizes.split(","):
         b, n = (int(v) for v in size.split("x"))
