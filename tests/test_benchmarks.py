@@ -174,6 +174,14 @@ def test_floors_native_transition_is_the_loss(backend, by_hand):
     np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-10, atol=1e-15)
 
 
+def test_dask_tasks_prints_every_loss():
+    pytest.importorskip("dask")
+    out = _run("dask_tasks.py", "--ns", "16,64", "--batch", "8")
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("smooth", "topk"))}
+    assert set(rows) == {"smooth_topk_svm", "topk_svm", "topk_hinge", "topk_transition"}
+    assert all(cells[1] == "(1)" and cells[3] == "(1)" for cells in rows.values())  # whole rows at both widths
+
+
 def test_floors_runs():
     out = _run("floors.py", "--backends", "numpy", "--sizes", "8x50", "--repeat", "1")
     (row,) = [line.split() for line in out.splitlines() if line.startswith("numpy")]
