@@ -1,8 +1,9 @@
-"""How many PyTorch operations one forward + backward pass of ``smooth_topk_svm`` dispatches,
-and where in topkloss they come from (the innermost topkloss function and its caller).
+"""How many PyTorch operations one forward + backward pass of a loss (``smooth_topk_svm`` unless
+``--loss``) dispatches, and where in topkloss they come from (the innermost topkloss function
+and its caller).
 
 On a GPU each operation is a kernel launch, so in eager mode this count, not n, sets the time.
-Usage: ``python benchmarks/count_ops.py [--batch 256] [--n 100] [--k 5] [--top 15] [--as-gpu]``
+Usage: ``python benchmarks/count_ops.py [--loss topk_transition] [--batch 256] [--n 100] [--k 5] [--top 15] [--as-gpu]``
 (``--as-gpu``: with the forms planned for a CUDA device, counted on the CPU).
 """
 
@@ -15,6 +16,7 @@ import sys
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--loss", default="smooth_topk_svm", help="a loss of topkloss taking k")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--k", type=int, default=5)
@@ -49,9 +51,9 @@ def main(argv=None):
     s = torch.randn(a.batch, a.n, requires_grad=True)
     y = torch.randint(0, a.n, (a.batch,))
     with Count() as count:
-        topkloss.smooth_topk_svm(s, y, k=a.k).backward()
+        getattr(topkloss, a.loss)(s, y, k=a.k).backward()
     planned = "as for a CUDA device" if a.as_gpu else "as for this CPU"
-    print(f"# smooth_topk_svm, batch {a.batch}, n {a.n}, k {a.k}, forward + backward, forms planned {planned}")
+    print(f"# {a.loss}, batch {a.batch}, n {a.n}, k {a.k}, forward + backward, forms planned {planned}")
     print(f"{sum(count.where.values())} operations; by origin:")
     for where, c in count.where.most_common(a.top):
         print(f"{c:6d}  {where}")

@@ -207,3 +207,10 @@ def test_count_ops_counts_both_plans():
         counts.append(int(out.splitlines()[1].split()[0]))
         assert out.splitlines()[1].endswith("operations; by origin:") and len(out.splitlines()) == 5
     assert all(c > 100 for c in counts)
+
+
+def test_count_ops_counts_another_loss():
+    pytest.importorskip("torch")
+    out = _run("count_ops.py", "--loss", "topk_transition", "--batch", "8", "--n", "100", "--top", "3")
+    assert out.startswith("# topk_transition, batch 8, n 100, k 5")
+    assert 20 < int(out.splitlines()[1].split()[0]) < 317  # a single top-k and a few passes: far fewer than the smooth SVM
