@@ -374,6 +374,24 @@ def test_dask_gradient_keeps_whole_rows(dask_env, entry):
     assert grad.chunks == ds.chunks
 
 
+def test_dask_concat_merges_only_axes_whole_in_every_input(dask_env):
+    """The core's Dask namespace: ``concat`` gives one chunk along an axis where every input is
+    one chunk along it (the trees' halves), and keeps the chunks of an axis that an input splits
+    (the batch)."""
+    da, _ = dask_env
+    from topkloss.adapters import numpy_like
+
+    a = da.from_array(np.arange(24.0).reshape(4, 6), chunks=(2, 6))
+    xp = numpy_like.namespace(a)
+    wide = xp.concat([a, a[:, :2]], axis=-1)
+    assert wide.chunks == ((2, 2), (8,))
+    tall = xp.concat([a, a], axis=0)
+    assert tall.chunks == ((2, 2, 2, 2), (6,))
+    flat = xp.concat([a, a], axis=None)
+    np.testing.assert_array_equal(flat.compute(), np.concatenate([a.compute().ravel()] * 2))
+    np.testing.assert_array_equal(wide.compute(), np.concatenate([a.compute(), a.compute()[:, :2]], axis=1))
+
+
 @pytest.mark.parametrize("k", [2, 5])
 def test_dask_smooth_gradient_tasks_grow_with_the_depth_not_the_classes(dask_env, k):
     """16 times the classes, 4 more tree levels: the task graph of smooth_topk_svm's gradient
