@@ -40,6 +40,17 @@ def test_nan_rows(xp, n):
     np.testing.assert_array_equal(got, [np.nan, np.nan, np.nan, 3.0, 4.0, 5.0])
 
 
+def test_top_k_standard_columns_are_distinct(xp):
+    """The standard-only top-k (array-api-strict, Dask): k distinct columns, ties and -inf to the
+    lowest index not taken yet, even in rows with fewer than k finite entries (its argmax of the
+    values alone returned column 0 again and again there)."""
+    rows = np.array([[0.5, -np.inf, -np.inf, -np.inf], [-np.inf] * 4, [1.0, 2.0, 2.0, -np.inf], [np.nan, 1.0, 0.0, -1.0]])
+    x = asarray(xp, rows, xp.float64)
+    values, cols = ops.top_k_standard(namespace(x), x, 3)
+    np.testing.assert_array_equal(to_numpy(cols), [[0, 1, 2], [0, 1, 2], [1, 2, 0], [0, 1, 2]])
+    np.testing.assert_array_equal(to_numpy(values), [[0.5, -np.inf, -np.inf], [-np.inf] * 3, [2.0, 2.0, 1.0], [np.nan, 1.0, 0.0]])
+
+
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_top_k_and_mask_follow_the_tie_rule(xp, k):
     """Ties at the k-th value: the lowest indices first, in the one-top-k path (JAX) and the

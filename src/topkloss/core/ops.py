@@ -744,17 +744,24 @@ def _blocked_top_k(xp, lax, x, k, block=TOP_K_BLOCK):
 def top_k_standard(xp, x, k):
     """The k largest entries along the last axis, largest first, with their indices.
 
-    Standard-only: ``k`` rounds of max / argmax / mask, O(nk). Ties go to the lowest index.
+    Standard-only: ``k`` rounds of max / mask / argmax, O(nk). Ties go to the lowest index. Each
+    round takes the lowest column not taken yet that holds the largest value left (NaN first),
+    so the k columns are distinct even where the rest of a row is -inf (an argmax of the
+    values alone would return a taken column again).
     """
+    taken = xp.zeros(x.shape, dtype=xp.bool, device=_device(x))
     cols = None
     values, indices = [], []
     for _ in range(k):
-        i = xp.argmax(x, axis=-1)
+        key = xp.where(taken, NEG_INF, x)
+        top = xp.max(key, axis=-1, keepdims=True)
+        best = ((key == top) | xp.isnan(key)) & ~taken
+        i = xp.argmax(xp.astype(best, xp.int8), axis=-1)  # the first true: the lowest such column
         if cols is None:
             cols = arange_like(xp, x.shape[-1], x, dtype=i.dtype)[None, :]
-        values.append(xp.max(x, axis=-1))
+        values.append(top[:, 0])
         indices.append(i)
-        x = xp.where(cols == i[:, None], NEG_INF, x)
+        taken = taken | (cols == i[:, None])
     return xp.stack(values, axis=-1), xp.stack(indices, axis=-1)
 
 
