@@ -361,6 +361,56 @@ def test_nan_scores_give_nan_rows(xp, entry, dtype_name, n):
     assert np.isnan(to_numpy(entry.call(xp, asarray(xp, dirty, dtype), y, extras, dtype=dtype, reduction="mean")))
 
 
+# ---------------------------------------------------------------- -inf scores exclude classes
+
+@pytest.mark.parametrize("entry", LOSSES, ids=ids(LOSSES))
+@pytest.mark.parametrize("n", [9, 6000])
+def test_minus_inf_scores_exclude_their_classes(xp, entry, n):
+    """A score of -inf takes its class out of the row (a class unavailable to a sample, say): the
+    loss and the gradient are those of the rows without those classes, on every backend, and
+    the excluded classes get a gradient of exactly 0. (At the label, -inf is another matter:
+    the label's score must be finite.) 6000 classes, most of them excluded in one block: the
+    selections of long rows (group and block maxima of -inf) and the smooth SVM's long trees."""
+    dropped = [1, 4, 5] if n == 9 else [1, 4, *range(100, 5000)]
+    kept = [c for c in range(n) if c not in dropped]
+    rng = np.random.default_rng(RNG_SEED)
+    full = rng.standard_normal((B, n))
+    full[:, dropped] = -np.inf
+    reduced_labels = np.arange(B) % len(kept)
+    labels = np.asarray(kept)[reduced_labels]
+    extras = _extras(entry, n=n)
+    reduced_extras = {name: a[..., kept] if entry.extras[name].class_axis else a for name, a in extras.items()}
+    value, grad = entry.value_and_grad(xp, asarray(xp, full), asarray(xp, labels), extras, reduction="none")
+    want, want_grad = entry.value_and_grad(xp, asarray(xp, full[:, kept]), asarray(xp, reduced_labels), reduced_extras, reduction="none")
+    value, grad = to_numpy(value), to_numpy(grad)
+    np.testing.assert_allclose(value, to_numpy(want), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(grad[:, kept], to_numpy(want_grad), rtol=1e-12, atol=1e-15)
+    assert (grad[:, dropped] == 0).all(), grad[:, dropped]
+
+
+@pytest.mark.parametrize("entry", LOSSES, ids=ids(LOSSES))
+@pytest.mark.parametrize("dtype_name,n,k", [("float64", 9, 2), ("float32", 9, 2), ("float64", 40, 5), ("float32", 3000, 5)])
+def test_fewer_than_k_finite_others(xp, entry, dtype_name, n, k):
+    """Rows with fewer than k finite scores besides the label's (the rest -inf): finite values,
+    no NumPy warning (they are errors here), a gradient of exactly 0 at the -inf classes. Both
+    SVMs give loss 0 and gradient 0, their limit: no k other classes can push the label out of
+    the top k (smooth_topk_svm gave NaN, from -inf - (-inf) at the k-th score)."""
+    dtype = getattr(xp, dtype_name)
+    rng = np.random.default_rng(RNG_SEED)
+    s = np.full((4, n), -np.inf)
+    labels = np.array([0, 3, n - 1, 1])
+    s[np.arange(4), labels] = rng.standard_normal(4)
+    s[0, 1] = s[1, 0] = 0.5  # one finite other (k - 1 or fewer); rows 2 and 3: none
+    if k > 2:
+        s[1, 2:k] = rng.standard_normal(k - 2)  # k - 1 finite others
+    value, grad = entry.value_and_grad(xp, asarray(xp, s, dtype), asarray(xp, labels), _extras(entry, batch=4, n=n), reduction="none", k=k)
+    value, grad = to_numpy(value), to_numpy(grad)
+    assert np.isfinite(value).all() and np.isfinite(grad).all(), (value, grad)
+    assert (grad[~np.isfinite(s)] == 0).all()
+    if entry.name in ("smooth_topk_svm", "topk_svm"):
+        assert (value == 0).all() and (grad == 0).all(), (value, grad)
+
+
 # ---------------------------------------------------------------- inputs are never modified
 
 @pytest.mark.parametrize("entry", ALL, ids=ids(ALL))

@@ -282,7 +282,16 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale):
     others = copy(xp, s) if width == n else xp.concat([s, full_like_shape(xp, (batch, width - n), neg_inf, s)], axis=-1)
     others = put_columns(xp, others, full_like_shape(xp, (batch, 1), neg_inf, s), labels[:, None])
     vals, idx = top_k(xp, others, k)
-    c = xp.min(vals, axis=-1, keepdims=True)  # the k-th largest (a min, not a slice: XLA keeps top_k)
+    # the k-th largest (a min, not a slice: XLA keeps top_k), at least the lowest finite value:
+    # a row with fewer than k finite scores among the other classes (-inf takes a class out) has
+    # c = -inf, and -inf - c would be NaN below. Its loss and gradient are exactly 0 (the limit:
+    # no k others can push the label out): the top-k entries of -inf then tie at that floor, and
+    # s_y - c is beyond the clip of r. Every finite c is its own floor: no other row changes. A
+    # where, not maximum: array-api-compat's torch maximum with a Python float calls result_type,
+    # which torch.compile cannot trace
+    c = xp.min(vals, axis=-1, keepdims=True)
+    lowest = float(xp.finfo(s.dtype).min)
+    c = xp.where(c < lowest, lowest, c)
     in_t = vals > c  # (batch, k): which of the top k are in T
     # subtract before dividing: exact differences, one rounding. Clipped to [-_Z_CLIP k tau, 0]
     # first: the division cannot overflow however far apart the scores are; below -_Z_CLIP
