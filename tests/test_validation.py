@@ -411,6 +411,22 @@ def test_fewer_than_k_finite_others(xp, entry, dtype_name, n, k):
         assert (value == 0).all() and (grad == 0).all(), (value, grad)
 
 
+@pytest.mark.parametrize("entry", LOSSES, ids=ids(LOSSES))
+def test_minus_inf_at_the_label(xp, entry):
+    """-inf at the label: loss +inf, as cross-entropy's, and a finite gradient (the limit's); the
+    other rows untouched."""
+    s, y = _data(xp, dtype=xp.float64)
+    dirty = to_numpy(s).copy()
+    dirty[0, to_numpy(y)[0]] = -np.inf
+    extras = _extras(entry)
+    want_value, want_grad = entry.value_and_grad(xp, s, y, extras, reduction="none")
+    value, grad = entry.value_and_grad(xp, asarray(xp, dirty), y, extras, reduction="none")
+    value, grad = to_numpy(value), to_numpy(grad)
+    assert value[0] == np.inf and np.isfinite(grad).all(), (value, grad)
+    np.testing.assert_array_equal(value[1:], to_numpy(want_value)[1:])
+    np.testing.assert_array_equal(grad[1:], to_numpy(want_grad)[1:])
+
+
 # ---------------------------------------------------------------- inputs are never modified
 
 @pytest.mark.parametrize("entry", ALL, ids=ids(ALL))
