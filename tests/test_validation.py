@@ -368,8 +368,8 @@ def test_nan_scores_give_nan_rows(xp, entry, dtype_name, n):
 def test_minus_inf_scores_exclude_their_classes(xp, entry, n):
     """A score of -inf takes its class out of the row (a class unavailable to a sample, say): the
     loss and the gradient are those of the rows without those classes, on every backend, and
-    the excluded classes get a gradient of exactly 0. (At the label, -inf is another matter:
-    the label's score must be finite.) 6000 classes, most of them excluded in one block: the
+    the excluded classes get a gradient of exactly 0 (-inf at the label:
+    test_minus_inf_at_the_label). 6000 classes, most of them excluded in one block: the
     selections of long rows (group and block maxima of -inf) and the smooth SVM's long trees."""
     dropped = [1, 4, 5] if n == 9 else [1, 4, *range(100, 5000)]
     kept = [c for c in range(n) if c not in dropped]
@@ -402,7 +402,7 @@ def test_fewer_than_k_finite_others(xp, entry, dtype_name, n, k):
     s[np.arange(4), labels] = rng.standard_normal(4)
     s[0, 1] = s[1, 0] = 0.5  # one finite other (k - 1 or fewer); rows 2 and 3: none
     if k > 2:
-        s[1, 2:k] = rng.standard_normal(k - 2)  # k - 1 finite others
+        s[1, 4 : k + 2] = rng.standard_normal(k - 2)  # with column 0: k - 1 finite others
     value, grad = entry.value_and_grad(xp, asarray(xp, s, dtype), asarray(xp, labels), _extras(entry, batch=4, n=n), reduction="none", k=k)
     value, grad = to_numpy(value), to_numpy(grad)
     assert np.isfinite(value).all() and np.isfinite(grad).all(), (value, grad)
