@@ -130,7 +130,8 @@ def test_row_scale_keeps_every_value_in_range(n, k):
     sparse = np.full(width, 1e-30)
     sparse[: 3 * k] = np.exp(-rng.uniform(0, 1, 3 * k))
     rows += [sparse, np.concatenate([np.ones(1), np.zeros(width - 1)]), np.exp(-rng.exponential(1e-3 * width, width))]
-    leaves, log_a = smooth_svm._row_scaled(xp, np.stack(rows), k)
+    leaves, a = smooth_svm._row_scaled(xp, np.stack(rows), k)
+    log_a = np.log(a)
     c = smooth_svm.ROW_SCALE * k
     bound = np.array([j * math.log(c) - math.lgamma(j + 1) for j in range(k + 1)])
     with np.errstate(divide="ignore"):  # log 0 = -inf: the zero leaves of the one-hot row

@@ -19,7 +19,12 @@ the classes other than ``y`` and split those classes into :math:`T = \{i : s_i >
     D = \sum_{b=0}^{m} e_b(w)\, e_{k-1-m+b}(x_U),
 
 two sums of positive terms with :math:`N, D \ge 1` (:math:`U` holds the :math:`k - m`
-classes tied at :math:`c`, each with :math:`x = 1`). Computing :math:`\log e_k` and
+classes tied at :math:`c`, each with :math:`x = 1`). They are the coefficients of
+:math:`t^k` and :math:`t^{k-1}` in :math:`P_U(t) \prod_{t \in T} (w_t + t)`, with
+:math:`P_U(t) = \prod_{u \in U} (1 + x_u t) = \sum_j e_j(x_U) t^j`:
+:func:`_times_top` multiplies U's polynomial by T's ``k - 1`` factors one at a time (an
+entry of the top k that is not in T gives the factor 1), every factor's coefficients in
+:math:`[0, 1]`, so no degree has to be looked up per row from ``m``. Computing :math:`\log e_k` and
 :math:`\log e_{k-1}` separately would instead cancel the large terms the top classes
 share (a float32 error of :math:`\epsilon \sum_j |z_{[j]}|`, beyond the contract at spreads of 1e4).
 
@@ -28,11 +33,11 @@ Because :math:`x_U \le 1` and :math:`N, D \ge 1`, no term of :math:`e_j(x_U)` be
 :math:`\binom{|U|}{k}`, keeps that floor above the dtype's smallest normal number, the
 polynomial of :math:`U` is computed in **linear space** (products and sums, no exp/log per
 term); for float32 inputs where float32's range is too narrow, in linear space in float32 on
-leaves scaled by a factor per row that the float64 table of logs takes off per degree
-(:func:`_row_scaled`), or for k beyond that mode's reach, in linear space in float64; else in
+leaves scaled by a factor :math:`\beta` per row (:func:`_row_scaled`), put back in float64 by
+T's factors :math:`(w_t + \beta t)` and :math:`N/D = N'/(\beta D')`, or for k beyond that mode's reach, in linear space in float64; else in
 log space (:func:`plan_mode`; shapes and dtype decide, never values). JAX gets float64 for this
 whatever the program's ``jax_enable_x64`` (the op's ``float64_inside``). Where linear
-space is exact, eager torch takes both polynomials of rows up to about a thousand classes by
+space is exact, eager torch takes U's polynomial of rows up to about a thousand classes by
 prefix sums in float64 instead of the tree, and on a GPU (eager torch, CuPy) also those of float32
 batches of up to 2^22 entries (:func:`scan_applies`, :func:`~.esf.scan_prefix`): two
 operations per degree, where each tree level takes :math:`O(k^2)`, and eager code pays per
@@ -44,8 +49,9 @@ operation.
 :math:`C_j = \partial(\log N - \log D)/\partial e_j(x_U)` — in linear space by reverse mode
 down the same tree (:func:`~.esf.tree_backprop`) or back along the prefix sums
 (:func:`~.esf.scan_backprop`), in log space from the complement
-polynomials; and :math:`-\sum_b w_t\, e_{b-1}(w_{\setminus t})\, \partial(\log N - \log D)/
-\partial e_b(w)` at :math:`t \in T`. No switch to the hard loss, no truncated series.
+polynomials; the :math:`C_j` and :math:`-w_t\, \partial(\log N - \log D)/\partial w_t` at
+:math:`t \in T` by reverse mode back along T's factors (:func:`_times_top_backward`). No
+switch to the hard loss, no truncated series.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ import math
 
 from .esf import _is_xla, complement, nodes_last_applies, padded_leaves, restore_tree, scan_backprop, scan_leaves, scan_prefix, tree_backprop, tree_levels, tree_residuals, tree_root
 from .op import Op
-from .ops import NEG_INF, _device, _torch_compiling, arange_like, copy, exp_gaps, float64_available, full_like_shape, fusion_barrier, logsumexp, nan_rows, on_accelerator, onehot, put_columns, relu_and_gate, sigmoid, take_columns, times_rows, top_k, top_k_values
+from .ops import NEG_INF, _device, _torch_compiling, copy, exp_gaps, float64_available, fma, full_like_shape, fusion_barrier, logsumexp, logsumexp_list, nan_rows, on_accelerator, onehot, put_columns, relu_and_gate, sigmoid, take_columns, times_rows, top_k, top_k_values
 
 __all__ = ["SMOOTH_TOPK_SVM", "TOPK_SVM", "plan_mode"]
 
@@ -178,7 +184,8 @@ def _plan(xp, s, k):
     sums run in float64 (their rounding grows with the row). Nodes last
     (:func:`~.esf.nodes_last_applies`, XLA and torch on a CPU): both trees, of U and of w, take
     the rows as they are, with no transposed copy. U's leaves are scaled per row
-    (:func:`_row_scaled`) in the ``"scaled"`` mode off prefix sums; its tables of logs are float64."""
+    (:func:`_row_scaled`) in the ``"scaled"`` mode off prefix sums; the product with T's factors
+    (:func:`_times_top`) then runs in float64."""
     # U holds up to n - 1 leaves (every class but y when T is empty): the bound's count
     mode = plan_mode(s.shape[-1] - 1, k, s.dtype == xp.float64, float64_available(xp))
     scan = scan_applies(xp, s, k, mode)
@@ -247,20 +254,6 @@ def _safe_log(xp, v):
     return xp.where(positive, xp.log(xp.where(positive, v, xp.ones_like(v))), NEG_INF)
 
 
-def _padded_table(xp, table, pad):
-    """``(batch, pad + L + pad)`` array of log values, ``-inf`` in the padding, for ``table`` ``(batch, L)``."""
-    if pad == 0:
-        return table
-    fill = full_like_shape(xp, (table.shape[0], pad), NEG_INF, table)
-    return xp.concat([fill, table, fill], axis=-1)
-
-
-def _gather_degrees(xp, table, degrees, pad):
-    """``table[b, degrees[b, j]]`` (``-inf`` outside the table) for a table made by
-    :func:`_padded_table` with padding ``pad`` and integer ``degrees`` of shape (batch, J)."""
-    return take_columns(xp, table, degrees + pad)
-
-
 def _scaled(xp, diff, scale):
     """``diff / scale`` clipped to ``[-_Z_CLIP, _Z_CLIP]`` (clipped first: the division cannot overflow).
 
@@ -271,8 +264,9 @@ def _scaled(xp, diff, scale):
 
 
 def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale):
-    """Everything both passes need: m = |T|, (s_y - c) / 2, T's columns, and the polynomials of U and of
-    w = 1/x_T (:func:`_polynomial`'s pairs); with a factor ``scale``, U's leaves are ``scale x``."""
+    """Everything both passes need: (s_y - c) / 2, the top k's columns, U's polynomial
+    (:func:`_polynomial`'s pair), T's factors (:func:`_top_factors`) and, with ``scale``, the
+    factor per row that multiplied U's leaves (:func:`_row_scaled`; else None)."""
     neg_inf = NEG_INF  # a Python scalar: takes the array's dtype and device
     # the label out of the ranking: a copy of s with -inf written at y (O(batch) writes). Nodes
     # last, the copy already spans the tree's padded leaves (padded_leaves), its padding -inf as
@@ -292,7 +286,7 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale):
     c = xp.min(vals, axis=-1, keepdims=True)
     lowest = float(xp.finfo(s.dtype).min)
     c = xp.where(c < lowest, lowest, c)
-    in_t = vals > c  # (batch, k): which of the top k are in T
+    in_t = vals > c  # (batch, k): which of the top k are in T (never the k-th, the last: c)
     # subtract before dividing: exact differences, one rounding. Clipped to [-_Z_CLIP k tau, 0]
     # first: the division cannot overflow however far apart the scores are; below -_Z_CLIP
     # exp gives exactly 0 already (the label's -inf lands there), and T's entries, clipped to
@@ -308,91 +302,142 @@ def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale):
     # T leaves U (x = 0). The other top-k columns tie with c: z = 0 exactly, x = 1, written as is
     tie = xp.astype(~in_t, leaves.dtype)
     leaves = put_columns(xp, leaves, tie if mode == "linear" else _safe_log(xp, tie), idx)
-    log_a = None
+    a = None
     if scale:
-        leaves, log_a = _row_scaled(xp, leaves, k)
+        leaves, a = _row_scaled(xp, leaves, k)
     # (s_y - c) / 2, formed in halves: the same rounding as s_y - c (halving is exact), and no
     # overflow where the scores lie a float maximum apart (the loss, about (c - s_y) / k, is finite)
     half_d_y = take_columns(xp, s, labels[:, None])[:, 0] / 2 - c[:, 0] / 2
     # all k top values, never a slice of them: XLA turns top_k followed by a slice into a full
-    # sort. The k-th (= c) is not in T: its w is 0 (log w = -inf) and it adds nothing.
-    log_w = xp.where(in_t, _scaled(xp, c - vals, k * tau), neg_inf)  # log(1/x_t) < 0 on T, -inf elsewhere
-    if wide or scale:  # scaled: k leaves a row; float64 keeps its cotangents, which are up to
-        log_w = xp.astype(log_w, xp.float64)  # C(|U|, k) / D, within range
-    m = xp.sum(xp.astype(in_t, labels.dtype), axis=-1)
+    # sort. log(1/x_t) < 0 on T, -inf elsewhere; float64 where T's factors multiply U's
+    # polynomial in float64 (k entries a row)
+    log_w = xp.where(in_t, _scaled(xp, c - vals, k * tau), neg_inf)
+    if wide or scale:
+        log_w = xp.astype(log_w, xp.float64)
     poly_u = _polynomial(xp, leaves, k, mode, scan, last)
-    # w < 1: the same bound makes linear space exact for its polynomial
-    poly_w = _polynomial(xp, xp.exp(log_w) if mode == "linear" else log_w, k - 1, mode, scan, last) if k >= 2 else None
-    return half_d_y, m, idx, poly_u, poly_w, log_a
+    return half_d_y, idx, poly_u, _top_factors(xp, in_t, log_w, a, mode), a
 
 
 def _row_scaled(xp, leaves, k):
     """U's leaves ``x`` (``(batch, width)``, this function's own) times ``a = min(1, c / p)`` per
     row, ``c = ROW_SCALE k``, ``p`` the row's sum (at least 1: U holds a leaf tied at c), and
-    ``log a`` in float64, ``(batch,)``: the tables take ``j log a`` off degree j, exactly the a
-    that multiplied the leaves. The leaves of every row then sum to at most c, and to c where
-    they are many (:func:`_row_scale_is_exact`). In place on NumPy and eager torch."""
+    ``a`` in float64, ``(batch,)``: exactly the factor that multiplied the leaves, which the
+    product with T's factors (:func:`_top_factors`) puts back. The leaves of every row then sum
+    to at most c, and to c where they are many (:func:`_row_scale_is_exact`). In place on NumPy
+    and eager torch."""
     p = xp.sum(leaves, axis=-1, keepdims=True)
     c = ROW_SCALE * k
     a = xp.where(p > c, c / p, 1.0)
-    return times_rows(xp, leaves, a), xp.log(xp.astype(a[:, 0], xp.float64))
+    return times_rows(xp, leaves, a), xp.astype(a[:, 0], xp.float64)
 
 
-def _log_e(xp, poly_u, poly_w, mode, zero, log_a):
-    """log e_0..e_k of x_U, ``(batch, k + 1)``, and log e_0..e_{k-1} of w, ``(batch, k)``, in
-    ``zero``'s dtype; with U's leaves scaled by a per row (``log_a``), j log a taken off each
-    degree j."""
-
-    def logs(top):
-        top = xp.astype(top, zero.dtype, copy=False)  # float64 tables for scaled leaves, else as is
-        return xp.concat([zero[:, None], _safe_log(xp, top) if mode == "linear" else top], axis=-1)
-
-    log_eu = logs(poly_u[0])
-    if log_a is not None:
-        log_eu = log_eu - _degree_logs(xp, log_eu.shape[-1] - 1, log_a)
-    return log_eu, (logs(poly_w[0]) if poly_w is not None else zero[:, None])
-
-
-def _degree_logs(xp, k, log_a, first=0):
-    """``j log a`` for ``j = first .. k``, ``(batch, k + 1 - first)``, for ``log_a`` ``(batch,)``."""
-    return (arange_like(xp, k + 1 - first, log_a, dtype=log_a.dtype) + float(first))[None, :] * log_a[:, None]
+def _top_factors(xp, in_t, log_w, scale, mode):
+    r"""T's factors :math:`(w_t + \beta t)` as three ``(batch, k - 1)`` arrays ``(a, b, w)``, one
+    column per top-k entry but the k-th (top-k is largest first: the k-th is c, never in T),
+    ``(1 + 0 t)`` where an entry is not in T. :math:`\beta` is U's factor per row in the
+    scaled mode (:func:`_row_scaled`), else 1. ``w`` is 0 outside T. Logs of all three in log
+    mode (``w = -inf`` outside T)."""
+    in_t, log_w = in_t[:, :-1], log_w[:, :-1]
+    if mode == "log":
+        return xp.where(in_t, log_w, 0.0), xp.where(in_t, 0.0, NEG_INF), log_w
+    w = xp.exp(log_w)
+    b = xp.astype(in_t, w.dtype)
+    return xp.where(in_t, w, 1.0), (b if scale is None else b * scale[:, None]), w
 
 
-def _pair_degrees(xp, m, k, first, sign):
-    """Per-row degrees ``first + sign * m + b`` and ``first + 1 + sign * m + b`` (``b = 0..k-1``)
-    side by side: shape (batch, 2k)."""
-    b = arange_like(xp, k, m, dtype=m.dtype)[None, :]
-    base = (first + sign * m)[:, None] + b
-    return xp.concat([base, base + 1], axis=-1)
+def _times_top(xp, e_u, factors, mode):
+    r"""The chain :math:`Z_0 .. Z_{k-1}` of :math:`P_U(t) \prod_{t \in T} (w_t + \beta t)`,
+    one factor at a time, truncated at degree k; N and D are the last array's two top
+    coefficients (see the module's docstring).
+
+    ``e_u``: :math:`e_1 .. e_k` of U's leaves (logs in log mode). :math:`Z_j` has ``2k - j``
+    columns: ``k - 1 - j`` zeros (``-inf``) in front, then degrees ``0 .. k``, so that each
+    step :math:`Z_{j+1}[i] = a_j Z_j[i + 1] + b_j Z_j[i]` is two slices of :math:`Z_j` and no
+    shifted copy. Every product and sum is of non-negative numbers: nothing cancels, and no
+    term that matters falls below the floor of the mode that U's polynomial ran in (every
+    factor is at most 1, and N, D >= 1). In the scaled mode the chain runs in float64 on
+    :math:`e_j(\beta x_U)`; :math:`N' = \beta^k N` and :math:`D' = \beta^{k-1} D` are at
+    least :math:`\beta^m \ge (2k/n)^{k-1}` (their term that takes no w;
+    :math:`e_j(\beta x_U) \ge 1`, :func:`_row_scale_is_exact`): the float32 floor times that stays normal in float64 for
+    any row shorter than 2^40 at k <= 28, and the cotangents, at most
+    :math:`2^{k-1} / \beta^{k-1}`, finite."""
+    a, b, _ = factors
+    batch, k = e_u.shape
+    linear = mode != "log"
+    one = full_like_shape(xp, (batch, 1), 1.0 if linear else 0.0, e_u)
+    chain = [_between(xp, xp.concat([one, e_u], axis=-1), k - 1, 0, 0.0 if linear else NEG_INF)]  # (batch, 2k)
+    for j in range(k - 1):
+        z, aj, bj = chain[-1], a[:, j : j + 1], b[:, j : j + 1]
+        if linear:
+            chain.append(fma(xp, aj * z[:, 1:], bj, z[:, :-1]))
+        else:
+            chain.append(logsumexp_list(xp, [aj + z[:, 1:], bj + z[:, :-1]]))
+    return chain
 
 
-def _log_terms(xp, table, degrees, k, pad, shift):
-    """Two gathers in one: ``(batch, 2, k)`` log values from :func:`_pair_degrees`, plus ``shift``."""
-    got = _gather_degrees(xp, table, degrees, pad)
-    return xp.reshape(got, (got.shape[0], 2, k)) + shift
+def _between(xp, x, before, after, fill):
+    """``x`` (2-D) with ``before`` and ``after`` columns of ``fill`` around it."""
+    parts = [full_like_shape(xp, (x.shape[0], size), fill, x) for size in (before, after)]
+    parts = [p for p, size in zip((parts[0], x, parts[1]), (before, 1, after)) if size]
+    return xp.concat(parts, axis=-1) if len(parts) > 1 else x
+
+
+def _times_top_backward(xp, chain, factors, mode):
+    r"""Reverse mode through :func:`_times_top` for :math:`F = \log N - \log D`:
+    :math:`\partial F / \partial e_j(U)` for ``j = 1 .. k`` and :math:`-w_t\, \partial F /
+    \partial w_t` for T's ``k - 1`` columns (0 outside T), each ``(batch, ...)``. In log mode
+    the two parts of F, :math:`1/N` and :math:`-1/D`, go down apart (each a sum of positive
+    terms, as logs): ``((log dN, log dD), (log of T's N part, log of T's D part))``, and
+    the caller takes the differences of whole terms.
+
+    The cotangents :math:`H_j` of :math:`Z_j` are kept in ``3k - 1`` columns, ``j`` zeros in
+    front of :math:`Z_j`'s own, so that each step down is again two slices:
+    :math:`H_j[p] = a_j H_{j+1}[p] + b_j H_{j+1}[p + 1]`."""
+    a, b, w = factors
+    last = chain[-1]  # (batch, k + 1): degrees 0 .. k
+    k = last.shape[-1] - 1
+    linear = mode != "log"
+    fill = 0.0 if linear else NEG_INF
+    if linear:  # -1/D at degree k - 1, 1/N at k
+        h = _between(xp, xp.stack([-1.0 / last[:, k - 1], 1.0 / last[:, k]], axis=-1), 2 * k - 2, k - 1, fill)
+        grads = []
+        for j in range(k - 2, -1, -1):
+            grads.append(xp.sum(h[:, j + 1 : 2 * k] * chain[j][:, 1:], axis=-1))
+            h = fma(xp, a[:, j : j + 1] * h[:, :-1], b[:, j : j + 1], h[:, 1:])
+        d_t = -w * xp.stack(grads[::-1], axis=-1) if grads else None
+        return h[:, k:], d_t
+    # log mode: the N part (row 0, -log N at degree k) and the D part (row 1, -log D at degree
+    # k - 1) side by side, (batch, 2, 3k - 1)
+    h = xp.stack([_between(xp, -last[:, k:], 2 * k - 1, k - 1, fill), _between(xp, -last[:, k - 1 : k], 2 * k - 2, k, fill)], axis=1)
+    parts = []
+    for j in range(k - 2, -1, -1):
+        parts.append(logsumexp(xp, h[:, :, j + 1 : 2 * k] + chain[j][:, None, 1:], axis=-1))  # (batch, 2)
+        h = logsumexp_list(xp, [a[:, j : j + 1, None] + h[:, :, :-1], b[:, j : j + 1, None] + h[:, :, 1:]])
+    logs_t = xp.stack(parts[::-1], axis=-1) + w[:, None, :] if parts else None  # (batch, 2, k - 1)
+    return (h[:, 0, k:], h[:, 1, k:]), logs_t
 
 
 def _smooth_forward(xp, s, labels, *, static):
     k, tau, alpha = static
     mode, wide, scan, last, scale = _plan(xp, s, k)
-    half_d_y, m, idx_t, poly_u, poly_w, log_a = _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale)
-    # (batch,), in the tables' dtype: the polynomials', float64 where U's leaves were scaled
-    zero = xp.zeros_like(poly_u[0][:, 0], dtype=xp.float64 if scale else None)
-    wide = wide or scale  # from here on: whether the tables are wider than s
-    log_eu, log_ew = _log_e(xp, poly_u, poly_w, mode, zero, log_a)
-    # D = sum_b e_b(w) e_{k-1-m+b}(U), N = sum_b e_b(w) e_{k-m+b}(U); e_b(w) = 0 for b > m
-    table_u = _padded_table(xp, log_eu, k)
-    log_dn = logsumexp(xp, _log_terms(xp, table_u, _pair_degrees(xp, m, k, k - 1, -1), k, k, log_ew[:, None, :]), axis=-1)
-    log_d, log_n = log_dn[:, 0], log_dn[:, 1]
+    half_d_y, idx_t, poly_u, factors, a = _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale)
+    wide = wide or scale  # from here on: whether the chain (float64 where U's leaves were scaled) is wider than s
+    e_u = xp.astype(poly_u[0], xp.float64) if scale else poly_u[0]
+    chain = _times_top(xp, e_u, factors, mode)
+    # log(N / D) (the chain's N' / D' over a in the scaled mode: N = a^-k N', D = a^(1-k) D')
+    top = chain[-1]
+    if mode == "log":
+        log_nd = top[:, k] - top[:, k - 1]
+    else:
+        log_nd = xp.log(top[:, k] / (top[:, k - 1] if a is None else top[:, k - 1] * a))
     # L = tau softplus(r), r = alpha / tau + log(N / D) - (s_y - c) / (k tau). tau r is formed
     # without dividing by tau (finite for any finite scores, and accurate near the hinge);
     # r itself only enters through exp(-|r|) and the sigmoid, where clipping it changes nothing.
-    tau_r = (alpha + tau * (log_n - log_d)) - (xp.astype(half_d_y, zero.dtype) if wide else half_d_y) / (k / 2)
+    tau_r = (alpha + tau * log_nd) - (xp.astype(half_d_y, log_nd.dtype) if wide else half_d_y) / (k / 2)
     r = _scaled(xp, tau_r, tau)
     loss = xp.maximum(tau_r, xp.zeros_like(tau_r)) + tau * xp.log1p(xp.exp(-xp.abs(r)))
     # residuals are distinct arrays (torch.compile): everything else is recomputed from the trees
-    scaled = (log_a,) if scale else ()
-    residuals = (r, log_dn, m, idx_t, table_u, log_ew, *scaled, *poly_u[1], *(poly_w[1] if poly_w is not None else ()))
+    residuals = (r, idx_t, *factors, *chain, *poly_u[1])
     return (xp.astype(loss, s.dtype) if wide else loss), residuals
 
 
@@ -401,29 +446,24 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
     (labels,) = args
     n = s.shape[-1]
     mode, wide, scan, last, scale = _plan(xp, s, k)
-    r, log_dn, m, idx_t, table_u, log_ew = residuals[:6]
-    first = 7 if scale else 6  # the trees' arrays after log a, in the scaled mode
+    r, idx_t = residuals[:2]
+    factors, chain = residuals[2:5], residuals[5 : 5 + k]
     batch, accelerator = s.shape[0], on_accelerator(s)
-    leaves, state_u, n_u = _restore(xp, residuals[first:], n, k, batch, mode, scan, accelerator, last)
-    shift = -log_dn[:, :, None]  # (batch, 2, 1): log(1/D), log(1/N)
-    # dL/ds = coef dr/dz, coef = g sigmoid(r) / k, applied to the trees' results, not folded into
-    # their cotangents: far past the margin coef is as small as 1e-40, and the cotangents times
-    # coef fell below the normal range in the tree before the gradient entries did
+    leaves, state_u, _ = _restore(xp, residuals[5 + k :], n, k, batch, mode, scan, accelerator, last)
+    wide = wide or scale
+    # dL/ds = coef dr/dz, coef = g sigmoid(r) / k, applied to the results, not folded into the
+    # cotangents: far past the margin coef is as small as 1e-40, and the cotangents times coef
+    # fell below the normal range in the tree before the gradient entries did
     coef = g * sigmoid(xp, r) / k
-    coef_b = (xp.astype(coef, leaves.dtype) if wide else coef)[:, None]  # scaled: coef in float64
+    coef_b = (xp.astype(coef, chain[0].dtype) if wide else coef)[:, None]  # scaled: coef in float64
     coef_n = xp.astype(coef, s.dtype, copy=False)[:, None]
-
-    # U: d(log N - log D)/d e_j(U) = e_{j-k+m}(w) / N - e_{j-k+1+m}(w) / D, j = 1..k, as logs
-    table_w = _padded_table(xp, log_ew, k)
-    log_c = _log_terms(xp, table_w, _pair_degrees(xp, m, k, 1 - k, 1), k, k, xp.flip(shift, axis=1))
-    if scale:  # d/d e_j(a x_U) = a^-j d/d e_j(x_U)
-        log_c = log_c - _degree_logs(xp, k, residuals[6], first=1)[:, None, :]
-    log_cn, log_cd = log_c[:, 0, :], log_c[:, 1, :]  # (batch, k)
+    # U: d(log N - log D)/d e_j(U), j = 1..k; T: -w_t d(log N - log D)/d w_t (= dr/dz_t)
+    cot, d_t = _times_top_backward(xp, chain, factors, mode)
     if mode == "linear":
-        cot = xp.exp(log_cn) - xp.exp(log_cd)
         d_z = _backprop(xp, leaves, state_u, xp.astype(cot, leaves.dtype) if scale else cot, scan, last)
         d_z = times_rows(xp, xp.astype(d_z, s.dtype) if wide else d_z, coef_n)  # d_z: the tree's new array
     else:  # every term is a fraction (<= 1) of N or D: exponentiate whole terms only
+        log_cn, log_cd = cot
         leaves = _tree_layout(xp, leaves, last)
         outside = complement(xp, state_u, k - 1, n, axis=-1 if last else 0)
         d_z = xp.zeros_like(leaves)
@@ -433,25 +473,11 @@ def _smooth_backward(xp, s, args, residuals, g, *, static):
         d_z = _tree_layout(xp, d_z, last) * coef_b
         if wide:
             d_z = xp.astype(d_z, s.dtype)
-
-    # T: dr/dz_t = -sum_{b>=1} w_t e_{b-1}(w \ t) (e_{k-m+b}(U) / N - e_{k-1-m+b}(U) / D)
-    if k >= 2:
-        w, state_w, _ = _restore(xp, residuals[first + n_u :], k, k - 1, batch, mode, scan, accelerator, last)
-        log_a = _log_terms(xp, table_u, _pair_degrees(xp, m, k, k - 1, -1), k, k, shift)  # as in the forward
-        log_ad, log_an = log_a[:, 0, :], log_a[:, 1, :]
-        if mode == "linear":  # w_t sum_b e_{b-1}(w \ t) (A_b - N_b): reverse mode through w's polynomial
-            d_t = _backprop(xp, w, state_w, xp.exp(log_ad[:, 1:]) - xp.exp(log_an[:, 1:]), scan, last) * coef_b
-        else:
-            w = _tree_layout(xp, w, last)
-            out_w = complement(xp, state_w, k - 2, k, mode, axis=-1 if last else 0)
-            log_comp = [w, *(w + o for o in out_w)]
-            d_t = xp.zeros_like(w)
-            for b in range(1, k):
-                lc = log_comp[b - 1]
-                d_t = d_t + (xp.exp(lc + _per_row(log_ad[:, b], last)) - xp.exp(lc + _per_row(log_an[:, b], last)))
-            d_t = _tree_layout(xp, d_t, last) * coef_b
-        d_z = put_columns(xp, d_z, xp.astype(d_t, s.dtype) if wide or scale else d_t, idx_t, add=True)
-
+        if d_t is not None:  # w_t (dD/dw_t / D - dN/dw_t / N): whole terms, each a fraction of 1
+            d_t = xp.exp(d_t[:, 1, :]) - xp.exp(d_t[:, 0, :])
+    if d_t is not None:
+        d_t = d_t * coef_b
+        d_z = put_columns(xp, d_z, xp.astype(d_t, s.dtype) if wide else d_t, idx_t[:, : k - 1], add=True)
     return put_columns(xp, d_z, -xp.astype(coef, s.dtype)[:, None], labels[:, None])  # -coef at y (written, not added)
 
 
