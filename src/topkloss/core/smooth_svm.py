@@ -24,8 +24,8 @@ classes tied at :math:`c`, each with :math:`x = 1`). They are the coefficients o
 :math:`P_U(t) = \prod_{u \in U} (1 + x_u t) = \sum_j e_j(x_U) t^j`:
 :func:`_times_top` multiplies U's polynomial by T's ``k - 1`` factors one at a time (an
 entry of the top k that is not in T gives the factor 1), every factor's coefficients in
-:math:`[0, 1]`, so no degree has to be looked up per row from ``m``. Computing :math:`\log e_k` and
-:math:`\log e_{k-1}` separately would instead cancel the large terms the top classes
+:math:`[0, 1]`, so no degree has to be looked up per row from ``m``. Computing
+:math:`\log e_k` and :math:`\log e_{k-1}` separately would instead cancel the large terms the top classes
 share (a float32 error of :math:`\epsilon \sum_j |z_{[j]}|`, beyond the contract at spreads of 1e4).
 
 Because :math:`x_U \le 1` and :math:`N, D \ge 1`, no term of :math:`e_j(x_U)` below
@@ -34,9 +34,10 @@ Because :math:`x_U \le 1` and :math:`N, D \ge 1`, no term of :math:`e_j(x_U)` be
 polynomial of :math:`U` is computed in **linear space** (products and sums, no exp/log per
 term); for float32 inputs where float32's range is too narrow, in linear space in float32 on
 leaves scaled by a factor :math:`\beta` per row (:func:`_row_scaled`), put back in float64 by
-T's factors :math:`(w_t + \beta t)` and :math:`N/D = N'/(\beta D')`, or for k beyond that mode's reach, in linear space in float64; else in
-log space (:func:`plan_mode`; shapes and dtype decide, never values). JAX gets float64 for this
-whatever the program's ``jax_enable_x64`` (the op's ``float64_inside``). Where linear
+T's factors :math:`(w_t + \beta t)` and :math:`N/D = N'/(\beta D')`, or for k beyond that
+mode's reach, in linear space in float64; else in log space (:func:`plan_mode`; shapes and
+dtype decide, never values). JAX gets float64 for this whatever the program's
+``jax_enable_x64`` (the op's ``float64_inside``). Where linear
 space is exact, eager torch takes U's polynomial of rows up to about a thousand classes by
 prefix sums in float64 instead of the tree, and on a GPU (eager torch, CuPy) also those of float32
 batches of up to 2^22 entries (:func:`scan_applies`, :func:`~.esf.scan_prefix`): two
@@ -182,8 +183,8 @@ def _plan(xp, s, k):
     are built nodes last, whether U's leaves are scaled per row) for scores ``s``: shapes and
     dtypes only. Prefix
     sums run in float64 (their rounding grows with the row). Nodes last
-    (:func:`~.esf.nodes_last_applies`, XLA and torch on a CPU): both trees, of U and of w, take
-    the rows as they are, with no transposed copy. U's leaves are scaled per row
+    (:func:`~.esf.nodes_last_applies`, XLA and torch on a CPU): U's tree takes the rows as they
+    are, with no transposed copy. U's leaves are scaled per row
     (:func:`_row_scaled`) in the ``"scaled"`` mode off prefix sums; the product with T's factors
     (:func:`_times_top`) then runs in float64."""
     # U holds up to n - 1 leaves (every class but y when T is empty): the bound's count
@@ -361,9 +362,9 @@ def _times_top(xp, e_u, factors, mode):
     factor is at most 1, and N, D >= 1). In the scaled mode the chain runs in float64 on
     :math:`e_j(\beta x_U)`; :math:`N' = \beta^k N` and :math:`D' = \beta^{k-1} D` are at
     least :math:`\beta^m \ge (2k/n)^{k-1}` (their term that takes no w;
-    :math:`e_j(\beta x_U) \ge 1`, :func:`_row_scale_is_exact`): the float32 floor times that stays normal in float64 for
-    any row shorter than 2^40 at k <= 28, and the cotangents, at most
-    :math:`2^{k-1} / \beta^{k-1}`, finite."""
+    :math:`e_j(\beta x_U) \ge 1`, :func:`_row_scale_is_exact`): the float32 floor times that
+    stays normal in float64 for any row shorter than 2^40 at k <= 28, and the cotangents, at
+    most :math:`2^{k-1} / \beta^{k-1}`, finite."""
     a, b, _ = factors
     batch, k = e_u.shape
     linear = mode != "log"
@@ -425,7 +426,7 @@ def _smooth_forward(xp, s, labels, *, static):
     k, tau, alpha = static
     mode, wide, scan, last, scale = _plan(xp, s, k)
     half_d_y, idx_t, poly_u, factors, a = _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale)
-    wide = wide or scale  # from here on: whether the chain (float64 where U's leaves were scaled) is wider than s
+    wide = wide or scale  # from here on: whether the chain (float64 for scaled leaves) is wider than s
     e_u = xp.astype(poly_u[0], xp.float64) if scale else poly_u[0]
     chain = _times_top(xp, e_u, factors, mode)
     # log(N / D) (the chain's N' / D' over a in the scaled mode: N = a^-k N', D = a^(1-k) D')
