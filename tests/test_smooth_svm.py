@@ -422,7 +422,7 @@ def test_which_form_takes_the_polynomials():
 
 def test_jax_on_a_cpu_builds_wide_trees_nodes_last():
     """Under XLA on a CPU, rows of NODES_LAST_MIN classes and more take nodes-last trees while every
-    level of both trees is a list (k <= 20 in linear space, any k in log space); narrower rows
+    level of the tree is a list (k <= 20 in linear space, any k in log space); narrower rows
     and NumPy keep nodes first. The values are the same either way."""
     from topkloss.adapters import namespace
 

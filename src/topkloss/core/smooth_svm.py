@@ -194,7 +194,6 @@ def _plan(xp, s, k):
     scale = mode == "scaled" and not scan
     tree_mode = "log" if mode == "log" else "linear"
     last = not scan and s.shape[-1] >= NODES_LAST_MIN and nodes_last_applies(xp, s, s.shape[-1], k, tree_mode)
-    last = last and (k < 2 or nodes_last_applies(xp, s, k, k - 1, tree_mode))
     return tree_mode, wide, scan, last, scale
 
 
