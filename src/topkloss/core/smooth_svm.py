@@ -20,7 +20,7 @@ the classes other than ``y`` and split those classes into :math:`T = \{i : s_i >
 
 two sums of positive terms with :math:`N, D \ge 1` (:math:`U` holds the :math:`k - m`
 classes tied at :math:`c`, each with :math:`x = 1`). They are the coefficients of
-:math:`t^k` and :math:`t^{k-1}` in :math:`P_U(t) \prod_{t \in T} (w_t + t)`, with
+:math:`t^k` and :math:`t^{k-1}` in :math:`P_U(t) \prod_{i \in T} (w_i + t)`, with
 :math:`P_U(t) = \prod_{u \in U} (1 + x_u t) = \sum_j e_j(x_U) t^j`:
 :func:`_times_top` multiplies U's polynomial by T's ``k - 1`` factors one at a time (an
 entry of the top k that is not in T gives the factor 1), every factor's coefficients in
@@ -34,7 +34,7 @@ Because :math:`x_U \le 1` and :math:`N, D \ge 1`, no term of :math:`e_j(x_U)` be
 polynomial of :math:`U` is computed in **linear space** (products and sums, no exp/log per
 term); for float32 inputs where float32's range is too narrow, in linear space in float32 on
 leaves scaled by a factor :math:`\beta` per row (:func:`_row_scaled`), put back in float64 by
-T's factors :math:`(w_t + \beta t)` and :math:`N/D = N'/(\beta D')`, or for k beyond that
+T's factors :math:`(w_i + \beta t)` and :math:`N/D = N'/(\beta D')`, or for k beyond that
 mode's reach, in linear space in float64; else in log space (:func:`plan_mode`; shapes and
 dtype decide, never values). JAX gets float64 for this whatever the program's
 ``jax_enable_x64`` (the op's ``float64_inside``). Where linear
@@ -335,7 +335,7 @@ def _row_scaled(xp, leaves, k):
 
 
 def _top_factors(xp, in_t, log_w, scale, mode):
-    r"""T's factors :math:`(w_t + \beta t)` as three ``(batch, k)`` arrays ``(a, b, w)``, one
+    r"""T's factors :math:`(w_i + \beta t)` as three ``(batch, k)`` arrays ``(a, b, w)``, one
     column per top-k entry, ``(1 + 0 t)`` where an entry is not in T (the k-th, the last, is c:
     never in T, and the chain stops before it). :math:`\beta` is U's factor per row in the
     scaled mode (:func:`_row_scaled`), else 1. ``w`` is 0 outside T. Logs of all three in log
@@ -349,7 +349,7 @@ def _top_factors(xp, in_t, log_w, scale, mode):
 
 
 def _times_top(xp, e_u, factors, mode):
-    r"""The chain :math:`Z_0 .. Z_{k-1}` of :math:`P_U(t) \prod_{t \in T} (w_t + \beta t)`,
+    r"""The chain :math:`Z_0 .. Z_{k-1}` of :math:`P_U(t) \prod_{i \in T} (w_i + \beta t)`,
     one factor at a time, truncated at degree k; N and D are the last array's two top
     coefficients (see the module's docstring).
 
