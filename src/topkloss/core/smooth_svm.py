@@ -61,7 +61,7 @@ import math
 
 from .esf import _is_xla, complement, nodes_last_applies, padded_leaves, restore_tree, scan_backprop, scan_leaves, scan_prefix, tree_backprop, tree_levels, tree_residuals, tree_root
 from .op import Op
-from .ops import NEG_INF, _device, _torch_compiling, copy, exp_gaps, float64_available, fma, full_like_shape, fusion_barrier, logsumexp, logsumexp_list, nan_rows, on_accelerator, onehot, put_columns, relu_and_gate, sigmoid, take_columns, times_rows, top_k, top_k_values
+from .ops import NEG_INF, _device, _torch_compiling, clip, copy, exp_gaps, float64_available, fma, full_like_shape, fusion_barrier, logsumexp, logsumexp_list, nan_rows, on_accelerator, onehot, put_columns, relu_and_gate, sigmoid, take_columns, times_rows, top_k, top_k_values
 
 __all__ = ["SMOOTH_TOPK_SVM", "TOPK_SVM", "plan_mode"]
 
@@ -255,15 +255,11 @@ def _safe_log(xp, v):
 
 
 def _scaled(xp, diff, scale):
-    """``diff / scale`` clipped to ``[-_Z_CLIP, _Z_CLIP]`` (clipped first: the division cannot overflow).
-
-    Two ``where`` rather than ``clip``: array-api-compat's torch ``clip`` inspects its bounds in
-    Python, which dynamo cannot trace once ``scale`` is a symbolic float (a tau schedule).
-    Eager torch: its own ``clamp``, one operation where the two ``where`` take six."""
+    """``diff / scale`` clipped to ``[-_Z_CLIP, _Z_CLIP]`` (clipped first: the division cannot
+    overflow). :func:`~.ops.clip`: one operation, and on torch its ``clamp``, which takes a
+    symbolic ``scale`` under ``torch.compile`` (a tau schedule)."""
     bound = _Z_CLIP * scale
-    if getattr(xp, "__name__", "") == "array_api_compat.torch" and not _torch_compiling():
-        return xp.clamp(diff, -bound, bound) / scale
-    return xp.where(diff < -bound, -bound, xp.where(diff > bound, bound, diff)) / scale
+    return clip(xp, diff, -bound, bound) / scale
 
 
 def _forward_parts(xp, s, labels, k, tau, mode, wide, scan, last, scale):
