@@ -140,6 +140,22 @@ def test_scan_forms_benchmark_runs_and_names_the_policy():
     assert all(float(v) > 0 for r in rows for v in r[2:5])
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
+def test_product_forms_agree_with_the_library(backend):
+    """product_forms.py's matrix-multiplication trees give what the library's chain, prefix sums
+    and trees give (odd and even k, an odd number of leaves: the padding node), each row's
+    difference within its dtype's rounding."""
+    pytest.importorskip(backend)
+    out = _run("product_forms.py", "--backend", backend, "--ks", "3,4", "--ns", "7,40", "--batch", "3", "--repeat", "1")
+    rows = [line.split() for line in out.splitlines() if line[:2] in ("T ", "U ")]
+    assert [(r[0], r[1], r[2]) for r in rows] == [(p, k, n) for k in "34" for p, n in (("T", "-"), ("U", "7"), ("U", "40"))]
+    for r in rows:
+        dtype = r[-5]
+        assert dtype in ("float32", "float64")
+        assert float(r[-1]) <= (1e-5 if dtype == "float32" else 1e-13), r
+        assert float(r[-4]) > 0 and float(r[-3]) > 0
+
+
 @pytest.mark.parametrize("backend, by_hand", [("numpy", False), ("torch", False), ("torch", True), ("jax", False)])
 def test_floors_native_transition_is_the_loss(backend, by_hand):
     """floors.py's native compositions of topk_transition (torch's also with the hand-derived
