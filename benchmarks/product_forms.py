@@ -54,6 +54,20 @@ def _sums(d, d_out):
     return m
 
 
+_ON_DEVICE = {}
+
+
+def _device_sums(xp, d, d_out, dtype, device):
+    """:func:`_sums` as an array of ``xp`` on ``device``, made once per key (kept, as a library
+    would keep such constants; under ``jax.jit`` a constant of the trace, made at tracing)."""
+    if getattr(xp, "__name__", "") == "jax.numpy":
+        return xp.asarray(_sums(d, d_out), dtype=dtype)
+    key = (getattr(xp, "__name__", ""), d, d_out, str(dtype), str(device))
+    if key not in _ON_DEVICE:
+        _ON_DEVICE[key] = xp.asarray(_sums(d, d_out), dtype=dtype, device=device)
+    return _ON_DEVICE[key]
+
+
 def matmul_tree(xp, nodes, degree, device=None):
     """``nodes`` ``(batch, p, d)``: the coefficients of p polynomials. Their product, truncated
     at ``degree`` ``(batch, degree + 1)``, and what :func:`matmul_tree_backward` needs."""
@@ -66,22 +80,25 @@ def matmul_tree(xp, nodes, degree, device=None):
         pairs = xp.reshape(nodes, (batch, (p + 1) // 2, 2, d))
         left, right = pairs[:, :, 0, :], pairs[:, :, 1, :]
         d_out = min(2 * d - 1, degree + 1)
-        sums = xp.asarray(_sums(d, d_out), dtype=nodes.dtype, device=device)
+        sums = _device_sums(xp, d, d_out, nodes.dtype, device)
         outer = xp.reshape(left[..., :, None] * right[..., None, :], (-1, d * d))
         nodes = xp.reshape(xp.matmul(outer, sums), (batch, (p + 1) // 2, d_out))
         levels.append((left, right, p, sums))
-    return nodes[:, 0, :], levels
+    root = nodes[:, 0, :]
+    if root.shape[-1] < degree + 1:  # fewer leaves than the degree: e_j = 0 above their count
+        root = xp.concat([root, xp.zeros((root.shape[0], degree + 1 - root.shape[-1]), dtype=root.dtype, device=device)], axis=-1)
+    return root, levels
 
 
 def matmul_tree_backward(xp, g, levels):
     """The cotangents ``(batch, p, d)`` of :func:`matmul_tree`'s nodes for the cotangent ``g``
     ``(batch, degree + 1)`` of its product."""
-    g = g[:, None, :]
+    g = g[:, None, : (levels[-1][3].shape[1] if levels else g.shape[-1])]  # the root's own coefficients
     for left, right, p, sums in reversed(levels):
         batch, half, d = left.shape
         outer = xp.reshape(xp.matmul(xp.reshape(g[:, :half, :], (-1, sums.shape[1])), xp.permute_dims(sums, (1, 0))), (batch, half, d, d))
-        g_left = xp.sum(outer * right[..., None, :], axis=-1)
-        g_right = xp.sum(outer * left[..., :, None], axis=-2)
+        g_left = xp.matmul(outer, right[..., :, None])[..., 0]  # batched matrix-vector products
+        g_right = xp.matmul(left[..., None, :], outer)[..., 0, :]
         g = xp.reshape(xp.stack([g_left, g_right], axis=2), (batch, 2 * half, d))[:, :p, :]
     return g
 
@@ -112,8 +129,11 @@ def t_forms(xp, k, device):
 
 
 def u_forms(xp, k, n, batch, s, device):
-    """U's polynomial: (the library's planned form, the matmul tree, its name, the dtype), each
-    ``f(x, c)`` returning ``(e_1 .. e_k, x dF/dx)`` for ``F = sum_j c_j e_j``."""
+    """U's polynomial: (the library's planned form, the matmul tree, the planned form's name, its
+    dtype, the tree's dtype), each ``f(x, c)`` returning ``(e_1 .. e_k, x dF/dx)`` for
+    ``F = sum_j c_j e_j``. Each form in the dtype the library would run it in for float32 scores:
+    prefix sums in float64 (their rounding grows with the row); a tree in float32 where plain
+    linear space is exact (``smooth_svm.plan_mode``), else here in float64."""
     from topkloss.core import smooth_svm
     from topkloss.core.ops import on_accelerator
 
@@ -131,7 +151,8 @@ def u_forms(xp, k, n, batch, s, device):
         return root[:, 1:], x * g[..., 1]
 
     name = "prefix sums" if scan else ("tree, nodes last" if last else "tree")
-    return planned, tree, name, "float64" if (wide or scale) else "float32"
+    tree_dtype = "float32" if smooth_svm.plan_mode(n - 1, k, False) == "linear" else "float64"
+    return planned, tree, name, "float64" if (wide or scale) else "float32", tree_dtype
 
 
 def _backend(name, device):
@@ -168,8 +189,9 @@ def _time(forms, args, repeat, wait):
 
 
 def _difference(xp, ours, other):
-    """The largest ``|ours - other|`` over the largest ``|ours|``, across the outputs."""
-    return max(float(xp.max(xp.abs(a - b)) / xp.max(xp.abs(a))) for a, b in zip(ours, other))
+    """The largest ``|ours - other|`` over the largest ``|ours|``, across the outputs (in float64)."""
+    pairs = [(xp.astype(a, xp.float64), xp.astype(b, xp.float64)) for a, b in zip(ours, other)]
+    return max(float(xp.max(xp.abs(a - b)) / xp.max(xp.abs(a))) for a, b in pairs)
 
 
 def main(argv=None):
@@ -186,7 +208,7 @@ def main(argv=None):
     xp, make, compiled, wait, device = _backend(a.backend, a.device)
     jit = " under jax.jit" if a.backend == "jax" else ""
     print(f"# {a.backend}{jit} ({bench_losses.machine(a.device)}), batch {a.batch}, forward + backward, median of {a.repeat}, interleaved; {allocator}")
-    print("part    k       n  ours (form, dtype)                  ours ms  matmul tree ms   ratio  difference")
+    print("part    k       n  ours (form, dtype)                 matmul tree  ours ms  matmul tree ms   ratio  difference")
     rng = np.random.default_rng(0)
     for k in (int(v) for v in a.ks.split(",")):
         in_t = rng.random((a.batch, k)) < 0.8
@@ -196,16 +218,16 @@ def main(argv=None):
         chain, tree = (compiled(f) for f in t_forms(xp, k, device))
         ours, theirs = _time([chain, tree], args, a.repeat, wait)
         diff = _difference(xp, chain(*args), tree(*args))
-        print(f"T    {k:4d}       - {'chain, float64':34s} {ours:8.3f} {theirs:15.3f} {theirs / ours:7.2f}  {diff:10.1e}", flush=True)
+        print(f"T    {k:4d}       - {'chain, float64':34s} {'float64':11s} {ours:8.3f} {theirs:15.3f} {theirs / ours:7.2f}  {diff:10.1e}", flush=True)
         for n in (int(v) for v in a.ns.split(",")):
             s = make(rng.normal(size=(a.batch, n)).astype(np.float32))
-            planned, tree, name, dtype = u_forms(xp, k, n, a.batch, s, device)
-            x = make(np.exp(-rng.random((a.batch, n)) * 3).astype(dtype))
-            c = make(rng.normal(size=(a.batch, k)).astype(dtype))
+            planned, tree, name, dtype, tree_dtype = u_forms(xp, k, n, a.batch, s, device)
+            x, c = np.exp(-rng.random((a.batch, n)) * 3), rng.normal(size=(a.batch, k))
+            args = {t: (make(x.astype(t)), make(c.astype(t))) for t in {dtype, tree_dtype}}
             planned, tree = compiled(planned), compiled(tree)
-            ours, theirs = _time([planned, tree], (x, c), a.repeat, wait)
-            diff = _difference(xp, planned(x, c), tree(x, c))
-            print(f"U    {k:4d} {n:7d} {name + ', ' + dtype:34s} {ours:8.3f} {theirs:15.3f} {theirs / ours:7.2f}  {diff:10.1e}", flush=True)
+            ours, theirs = _time([lambda: planned(*args[dtype]), lambda: tree(*args[tree_dtype])], (), a.repeat, wait)
+            diff = _difference(xp, planned(*args[dtype]), tree(*args[tree_dtype]))
+            print(f"U    {k:4d} {n:7d} {name + ', ' + dtype:34s} {tree_dtype:11s} {ours:8.3f} {theirs:15.3f} {theirs / ours:7.2f}  {diff:10.1e}", flush=True)
 
 
 if __name__ == "__main__":
