@@ -19,8 +19,8 @@ paired with the polynomial 1) takes the same few array operations per level what
 matrices. Where a backend pays per operation (eager frameworks, launches on a GPU) that
 predicts fewer costs; the matrices are dense (each product costs ``d^2 d'`` multiply-adds for
 ``d^2`` useful ones) and the inner dimensions are small. The script times both forms, forward
-+ backward, interleaved in one run, and checks that they agree (the largest difference over the
-largest magnitude, per output, float64 for T). Usage::
++ backward, interleaved in one run, and prints how far they agree (the largest difference over
+the largest magnitude, per output, taken in float64). Usage::
 
     python benchmarks/product_forms.py --backend torch --ks 5,10,20 --ns 100,1000
     python benchmarks/product_forms.py --backend jax        # under jax.jit
@@ -133,7 +133,9 @@ def u_forms(xp, k, n, batch, s, device):
     dtype, the tree's dtype), each ``f(x, c)`` returning ``(e_1 .. e_k, x dF/dx)`` for
     ``F = sum_j c_j e_j``. Each form in the dtype the library would run it in for float32 scores:
     prefix sums in float64 (their rounding grows with the row); a tree in float32 where plain
-    linear space is exact (``smooth_svm.plan_mode``), else here in float64."""
+    linear space is exact (``smooth_svm.plan_mode``). Where the library instead scales the leaves
+    per row (the ``"scaled"`` mode, a float32 tree), both forms run here in float64 on the
+    leaves as they are."""
     from topkloss.core import smooth_svm
     from topkloss.core.ops import on_accelerator
 
