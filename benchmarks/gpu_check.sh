@@ -4,8 +4,8 @@
 # Usage: bash benchmarks/gpu_check.sh OUTDIR. Each step's log goes to OUTDIR (the benchmark
 # reports each size as it finishes); a step's failure or time-out does not stop the next.
 # STEPS (default: all of test_gpu bench_gpu_torch_cupy bench_gpu_jax bench_gpu_compile
-# bench_gpu_compile_graphs product_forms_gpu) picks steps, so that 10-minute calls can split them; SUITE=1 adds
-# suite_torch_cuda (the suite's torch and CuPy cases).
+# bench_gpu_compile_graphs product_forms_gpu) picks steps, so that 10-minute calls can split
+# them; SUITE=1 adds suite_torch_cuda (the suite's torch and CuPy cases).
 out=${1:?usage: gpu_check.sh OUTDIR}
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
