@@ -38,7 +38,7 @@ docs-plots: $(VENV)/.installed-test
 	$(PY) docs/scripts/plot_losses.py
 	$(PY) docs/scripts/numerics.py
 
-# Rerun the benchmark and rewrite docs/benchmarks/{cpu,memory,cpu-compile,floors}.md, {page-faults,jax-top-k,torch-top-k,select-forms,layout-forms}.txt and docs/img/bench_cpu.png.
+# Rerun the benchmark and rewrite docs/benchmarks/{cpu,memory,cpu-compile,floors}.md, {smooth-floor,page-faults,jax-top-k,torch-top-k,select-forms,layout-forms}.txt and docs/img/bench_cpu.png.
 bench-docs: $(VENV)/.installed-test
 	$(PY) docs/scripts/bench_docs.py
 	$(PY) benchmarks/bench_losses.py --memory-only --markdown --sizes 256x10000,64x100000 \
@@ -47,6 +47,8 @@ bench-docs: $(VENV)/.installed-test
 	$(PY) benchmarks/bench_losses.py --markdown --backends torch --compile --losses smooth_topk_svm \
 		> docs/benchmarks/cpu-compile.md
 	$(PY) benchmarks/floors.py --markdown > docs/benchmarks/floors.md
+	$(PY) benchmarks/floors.py --backends torch --sizes 256x100,256x300,256x500,256x900 --repeat 15 \
+		> docs/benchmarks/smooth-floor.txt
 	$(PY) benchmarks/page_faults.py > docs/benchmarks/page-faults.txt
 	$(PY) benchmarks/jax_top_k.py > docs/benchmarks/jax-top-k.txt
 	$(PY) benchmarks/torch_top_k.py > docs/benchmarks/torch-top-k.txt

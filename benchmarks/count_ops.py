@@ -3,7 +3,7 @@
 and its caller).
 
 On a GPU each operation is a kernel launch, so in eager mode this count, not n, sets the time.
-Usage: ``python benchmarks/count_ops.py [--loss topk_transition] [--batch 256] [--n 100] [--k 5] [--top 15] [--as-gpu]``
+Usage: ``python benchmarks/count_ops.py [--loss topk_transition | smooth_topk_svm_by_hand] [--batch 256] [--n 100] [--k 5] [--top 15] [--as-gpu]``
 (``--as-gpu``: with the forms planned for a CUDA device, counted on the CPU).
 """
 
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import sys
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--loss", default="smooth_topk_svm", help="a loss of topkloss taking k")
+    p.add_argument("--loss", default="smooth_topk_svm", help="a loss of topkloss taking k, or smooth_topk_svm_by_hand (floors.py's)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--k", type=int, default=5)
@@ -50,8 +51,15 @@ def main(argv=None):
     torch.manual_seed(0)
     s = torch.randn(a.batch, a.n, requires_grad=True)
     y = torch.randint(0, a.n, (a.batch,))
+    if a.loss == "smooth_topk_svm_by_hand":  # floors.py's form by hand (its `svm by hand` column)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import floors
+
+        run = lambda: floors.native_smooth_svm(a.k)(s, y)
+    else:
+        run = lambda: getattr(topkloss, a.loss)(s, y, k=a.k).backward()
     with Count() as count:
-        getattr(topkloss, a.loss)(s, y, k=a.k).backward()
+        run()
     planned = "as for a CUDA device" if a.as_gpu else "as for this CPU"
     print(f"# {a.loss}, batch {a.batch}, n {a.n}, k {a.k}, forward + backward, forms planned {planned}")
     print(f"{sum(count.where.values())} operations; by origin:")

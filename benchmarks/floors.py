@@ -28,7 +28,12 @@ cross-entropy forward + backward (``bench_losses.py``'s baseline, interleaved in
 - ``by hand`` (torch only): the same loss as a ``torch.autograd.Function`` with the
   hand-derived gradient (:func:`_torch_transition_by_hand`), as topkloss registers its own,
   again with no validation, tie rule or care for cancellation (NumPy's ``transition`` is by
-  hand already; JAX's is one compiled program either way).
+  hand already; JAX's is one compiled program either way);
+- ``svm`` and ``svm by hand`` (torch, where the library takes prefix sums: rows of up to 900
+  classes): topkloss's ``smooth_topk_svm`` (k = 5, the defaults, the mean), and the same loss
+  as a ``torch.autograd.Function`` made of the library's own polynomial forms and torch's
+  operations for everything else (:func:`_torch_smooth_svm_by_hand`): what topkloss's
+  algorithm costs with nothing around it, beside what the library pays, in one run.
 
 Each backend is timed in a process of its own, as ``bench_losses.py`` times them. Usage:
 ``python benchmarks/floors.py [--backends torch,jax,numpy] [--sizes 256x100,...]``.
@@ -37,6 +42,7 @@ Each backend is timed in a process of its own, as ``bench_losses.py`` times them
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -49,8 +55,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_losses
 
+import topkloss
 from topkloss.api._random import standard_normal
-from topkloss.core import ops
+from topkloss.core import ops, smooth_svm
 
 S = 5
 
@@ -71,16 +78,7 @@ def native_transition(backend, k=5, by_hand=False):
             lam = torch.exp(lse_top - lse).detach()
             return ((1 - lam) * ce + lam * grouped).mean()
 
-        if by_hand:
-            loss = _torch_transition_by_hand(k).apply
-
-        def step(s, y):
-            s.grad = None
-            out = loss(s, y)
-            out.backward()
-            return out, s.grad
-
-        return step
+        return _torch_step(_torch_transition_by_hand(k).apply if by_hand else loss)
     if backend == "jax":
         import jax
         import jax.numpy as jnp
@@ -153,6 +151,78 @@ def _torch_transition_by_hand(k):
     return TransitionByHand
 
 
+def native_smooth_svm(k=5, tau=1.0, alpha=1.0):
+    """``f(scores, labels) -> (mean loss, gradient)`` of ``smooth_topk_svm`` on torch: topkloss's
+    own algorithm with nothing around it (:func:`_torch_smooth_svm_by_hand`). ``scores`` must
+    require grad."""
+    return _torch_step(_torch_smooth_svm_by_hand(k, tau, alpha).apply)
+
+
+def _torch_step(loss):
+    """``f(scores, labels) -> (loss, gradient)``: forward + backward of the torch ``loss``."""
+
+    def step(s, y):
+        s.grad = None
+        out = loss(s, y)
+        out.backward()
+        return out, s.grad
+
+    return step
+
+
+def _torch_smooth_svm_by_hand(k, tau, alpha):
+    """A ``torch.autograd.Function`` of the mean ``smooth_topk_svm``: the library's own forms
+    for the two polynomials (U's by prefix sums in float64, ``esf.scan_prefix`` and
+    ``esf.scan_backprop``; T's factors by ``smooth_svm._times_top`` and its reverse), everything
+    else written directly in torch's operations, the fewest we found. None of the library's
+    plan (prefix sums at every width, linear space always: exact for k = 5 and float32 scores
+    at every size of the table), validation, half-precision handling, guards for scores a
+    float maximum apart or rows with fewer than k finite scores, and no Op or adapter layer:
+    what the algorithm costs eager torch, a floor for topkloss's own."""
+    import array_api_compat.torch as xp
+    import torch
+
+    from topkloss.core import esf
+
+    kt = k * tau
+
+    class SmoothSVMByHand(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, s, y):
+            n = s.shape[1]
+            others = s.scatter(1, y[:, None], -math.inf)
+            padded = torch.nn.functional.pad(others, (0, 64 * k - n), value=-math.inf) if n < 64 * k else others  # ATen's heap
+            v, idx = torch.topk(padded, k)
+            c = v[:, k - 1 :]
+            x = others.sub_(c).clamp_(-1e4 * kt, 0.0).div_(kt).double().exp_()
+            in_t = v > c
+            x.scatter_(1, idx, (~in_t).double())  # T out of U (x = 0); the top-k tied at c: x = 1
+            e_u, state = esf.scan_prefix(xp, x, k)
+            w = ((c - v) / kt).double().exp_().mul_(in_t)
+            factors = (w + (~in_t), in_t.double(), w)
+            chain = smooth_svm._times_top(xp, e_u, factors, "linear")
+            top = chain[-1]
+            s_y = s.gather(1, y[:, None])[:, 0]
+            tau_r = alpha + tau * torch.log(top[:, k] / top[:, k - 1]) - (s_y - c[:, 0]).double() / k
+            r = tau_r / tau
+            loss = tau_r.clamp(min=0) + tau * torch.log1p(torch.exp(-r.abs()))
+            ctx.save_for_backward(idx, y, r, *factors, *state, *chain)
+            return loss.mean().to(s.dtype)
+
+        @staticmethod
+        def backward(ctx, g):
+            idx, y, r, *rest = ctx.saved_tensors
+            factors, state, chain = rest[:3], rest[3 : 3 + k], rest[3 + k :]
+            coef = (g * torch.sigmoid(r) / (k * r.shape[0]))[:, None]
+            cot, d_t = smooth_svm._times_top_backward(xp, chain, factors, "linear")
+            d = (esf.scan_leaves(state) * esf.scan_backprop(xp, state, cot)).mul_(coef)
+            d.scatter_add_(1, idx, d_t * coef)
+            d.scatter_(1, y[:, None], -coef)
+            return d.to(g.dtype), None
+
+    return SmoothSVMByHand
+
+
 def _blocks(backend, scores, labels):
     """{name: step} for one backend's building blocks on ``scores`` (NumPy float32) and ``labels``."""
     b, n = scores.shape
@@ -189,6 +259,10 @@ def _blocks(backend, scores, labels):
     pad = xp.zeros((8, b), dtype=xp.float32)
     transpose = wrap(lambda a: xp.concat([xp.permute_dims(a, (1, 0)), pad], axis=0))
     by_hand = native_transition(backend, by_hand=True) if backend == "torch" else None
+    # where the library itself takes prefix sums (eager torch on a CPU: rows of up to 900 classes
+    # at k = 5); wider rows take its trees, which the form by hand does not have
+    svm_by_hand = native_smooth_svm() if backend == "torch" and smooth_svm.scan_applies(xp, x, 5, "linear") else None
+    svm = _torch_step(topkloss.smooth_topk_svm) if svm_by_hand else None
     return {
         "top-k": lambda: sync(topk(x)),
         "exp": lambda: sync(exp(x)),
@@ -197,6 +271,8 @@ def _blocks(backend, scores, labels):
         "top-k S=5": lambda: sync(kth(noisy)),
         "transition": lambda: sync(transition(*args)),
         "by hand": (lambda: by_hand(*args)) if by_hand else None,
+        "svm": (lambda: svm(*args)) if svm else None,
+        "svm by hand": (lambda: svm_by_hand(*args)) if svm_by_hand else None,
     }
 
 
@@ -212,7 +288,7 @@ def main(argv=None):
     allocator = bench_losses.pin_malloc(argv is not None)  # as bench_losses.py times: see there
     backends = a.backends.split(",")
     caption = f"{bench_losses.machine()}; float32; each block's median time / cross-entropy's (forward + backward); {allocator}"
-    names = ["top-k", "exp", "transpose", "normal S=5", "top-k S=5", "transition", "by hand"]
+    names = ["top-k", "exp", "transpose", "normal S=5", "top-k S=5", "transition", "by hand", "svm", "svm by hand"]
     if a.rows_only:
         pass
     elif a.markdown:

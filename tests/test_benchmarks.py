@@ -70,9 +70,12 @@ def test_layout_forms_benchmark_times_the_layouts_it_forces(backend):
 
 def test_floors_prints_one_header_and_every_backend():
     pytest.importorskip("torch")
-    out = _run("floors.py", "--backends", "numpy,torch", "--sizes", "8x50", "--repeat", "1", "--markdown")
+    out = _run("floors.py", "--backends", "numpy,torch", "--sizes", "8x50,4x1000", "--repeat", "1", "--markdown")
     assert out.count("| backend |") == 1
-    assert [line.split(" | ")[0] for line in out.splitlines() if line.startswith("| numpy") or line.startswith("| torch")] == ["| numpy", "| torch"]
+    rows = [line.strip(" |").split(" | ") for line in out.splitlines() if line.startswith(("| numpy", "| torch"))]
+    assert [r[0] for r in rows] == ["numpy", "numpy", "torch", "torch"]
+    # the smooth SVM's columns: where the library takes prefix sums (eager torch, up to 900 classes)
+    assert all(c.endswith("x") for c in rows[2][-2:]) and rows[3][-2:] == ["-", "-"]
 
 
 def test_page_faults_runs_both_settings():
@@ -191,6 +194,38 @@ def test_floors_native_transition_is_the_loss(backend, by_hand):
     np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-10, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_floors_native_smooth_svm_is_the_loss(dtype):
+    """floors.py's smooth top-k SVM by hand (torch) is topkloss's loss and gradient, so its
+    column is a floor of that loss: rows with the label inside and outside the top k, some
+    with the k-th value tied, at a width where topk pads to ATen's heap and one where it
+    does not."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    import topkloss
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import floors
+    finally:
+        sys.path.remove(str(BENCH))
+    rng = np.random.default_rng(1)
+    for n in (30, 400):
+        s = rng.normal(size=(16, n)).astype(dtype)
+        y = rng.integers(0, n, size=16)
+        y[:4] = np.argsort(-s[:4], axis=1)[:, 2]  # labels inside the top k
+        s[4:6, :3] = s[4:6, 3:4]  # ties at the top
+        s[6, 10] = s[6, np.argsort(-s[6])[4]]  # a tie at the k-th value
+        s[7] *= 300.0  # a row far past the margin
+        want, want_grad = topkloss.value_and_grad(topkloss.smooth_topk_svm)(s, y)
+        got, grad = floors.native_smooth_svm()(torch.asarray(s).requires_grad_(True), torch.asarray(y))
+        assert got.dtype == grad.dtype == getattr(torch, dtype)
+        tol = 1e-12 if dtype == "float64" else 1e-6
+        np.testing.assert_allclose(float(got.detach()), float(want), rtol=tol)
+        np.testing.assert_allclose(grad.numpy(), want_grad, rtol=tol, atol=tol * np.abs(want_grad).max())
+
+
 def test_dask_tasks_prints_every_loss():
     pytest.importorskip("dask")
     out = _run("dask_tasks.py", "--ns", "16,64", "--batch", "8")
@@ -202,7 +237,7 @@ def test_dask_tasks_prints_every_loss():
 def test_floors_runs():
     out = _run("floors.py", "--backends", "numpy", "--sizes", "8x50", "--repeat", "1")
     (row,) = [line.split() for line in out.splitlines() if line.startswith("numpy")]
-    assert len(row) == 10 and all(r.endswith("x") for r in row[3:-1]) and row[-1] == "-"  # "by hand": torch only
+    assert len(row) == 12 and all(r.endswith("x") for r in row[3:-3]) and row[-3:] == ["-", "-", "-"]  # torch only
 
 
 def test_ab_compares_a_revision_per_cross_entropy():
@@ -224,6 +259,18 @@ def test_count_ops_counts_both_plans():
         counts.append(int(out.splitlines()[1].split()[0]))
         assert out.splitlines()[1].endswith("operations; by origin:") and len(out.splitlines()) == 5
     assert all(c > 100 for c in counts)
+
+
+def test_count_ops_counts_the_smooth_svm_by_hand():
+    """floors.py's smooth SVM by hand: the library's polynomial forms (counted by origin) and
+    fewer operations in all than the library's loss."""
+    pytest.importorskip("torch")
+    counts = {}
+    for loss in ("smooth_topk_svm", "smooth_topk_svm_by_hand"):
+        out = _run("count_ops.py", "--loss", loss, "--batch", "8", "--n", "100", "--top", "20")
+        counts[loss] = int(out.splitlines()[1].split()[0])
+    assert "scan_backprop" in out and "_times_top_backward" in out
+    assert 100 < counts["smooth_topk_svm_by_hand"] < counts["smooth_topk_svm"]
 
 
 def test_count_ops_counts_another_loss():
