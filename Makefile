@@ -47,7 +47,7 @@ bench-docs: $(VENV)/.installed-test
 	$(PY) benchmarks/bench_losses.py --markdown --backends torch --compile --losses smooth_topk_svm \
 		> docs/benchmarks/cpu-compile.md
 	$(PY) benchmarks/floors.py --markdown > docs/benchmarks/floors.md
-	$(PY) benchmarks/floors.py --backends torch --sizes 256x100,256x300,256x500,256x900 --repeat 15 \
+	$(PY) benchmarks/floors.py --backends torch,numpy --sizes 256x100,256x300,256x500,256x900 --repeat 15 \
 		> docs/benchmarks/smooth-floor.txt
 	$(PY) benchmarks/page_faults.py > docs/benchmarks/page-faults.txt
 	$(PY) benchmarks/jax_top_k.py > docs/benchmarks/jax-top-k.txt

@@ -29,11 +29,14 @@ cross-entropy forward + backward (``bench_losses.py``'s baseline, interleaved in
   hand-derived gradient (:func:`_torch_transition_by_hand`), as topkloss registers its own,
   again with no validation, tie rule or care for cancellation (NumPy's ``transition`` is by
   hand already; JAX's is one compiled program either way);
-- ``svm`` and ``svm by hand`` (torch, where the library takes prefix sums: rows of up to 900
-  classes): topkloss's ``smooth_topk_svm`` (k = 5, the defaults, the mean), and the same loss
-  as a ``torch.autograd.Function`` made of the library's own polynomial forms and torch's
-  operations for everything else (:func:`_torch_smooth_svm_by_hand`): what topkloss's
-  algorithm costs with nothing around it, beside what the library pays, in one run.
+- ``svm`` and ``svm by hand`` (torch and NumPy, at the sizes where the form by hand has the
+  library's polynomial forms, :func:`smooth_svm_by_hand_applies`: rows of up to 900 classes on
+  torch, fewer than 1000 on NumPy): topkloss's ``smooth_topk_svm`` (k = 5, the defaults, the
+  mean; NumPy's through ``value_and_grad``), and the same loss made of the library's own
+  polynomial forms and the backend's operations for everything else, on torch as a
+  ``torch.autograd.Function`` (:func:`_torch_smooth_svm_by_hand`), on NumPy by hand
+  (:func:`_numpy_smooth_svm_by_hand`): what topkloss's algorithm costs with nothing around it,
+  beside what the library pays, in one run.
 
 Each backend is timed in a process of its own, as ``bench_losses.py`` times them. Usage:
 ``python benchmarks/floors.py [--backends torch,jax,numpy] [--sizes 256x100,...]``.
@@ -151,11 +154,25 @@ def _torch_transition_by_hand(k):
     return TransitionByHand
 
 
-def native_smooth_svm(k=5, tau=1.0, alpha=1.0):
-    """``f(scores, labels) -> (mean loss, gradient)`` of ``smooth_topk_svm`` on torch: topkloss's
-    own algorithm with nothing around it (:func:`_torch_smooth_svm_by_hand`). ``scores`` must
-    require grad."""
+def native_smooth_svm(backend="torch", k=5, tau=1.0, alpha=1.0):
+    """``f(scores, labels) -> (mean loss, gradient)`` of ``smooth_topk_svm``: topkloss's own
+    algorithm with nothing around it, on torch (:func:`_torch_smooth_svm_by_hand`; ``scores``
+    must require grad) or NumPy (:func:`_numpy_smooth_svm_by_hand`)."""
+    if backend == "numpy":
+        return _numpy_smooth_svm_by_hand(k, tau, alpha)
     return _torch_step(_torch_smooth_svm_by_hand(k, tau, alpha).apply)
+
+
+def smooth_svm_by_hand_applies(backend, xp, scores, k=5):
+    """Whether :func:`native_smooth_svm` has the library's forms for ``scores``: on torch where the
+    library takes prefix sums (eager, on a CPU: rows of up to 900 classes at k = 5), on NumPy
+    where it builds its tree nodes first in the scores' dtype, in plain linear space, and
+    selects with ``argpartition`` itself (rows of fewer than 1000 classes; longer ones select
+    among group maxima, ``ops._grouped_applies``). Elsewhere the library's forms differ."""
+    if backend == "torch":
+        return smooth_svm.scan_applies(xp, scores, k, "linear")
+    plain = smooth_svm._plan(xp, scores, k) == ("linear", False, False, False, False)
+    return backend == "numpy" and plain and not ops._grouped_applies(xp, scores, k)
 
 
 def _torch_step(loss):
@@ -166,6 +183,54 @@ def _torch_step(loss):
         out = loss(s, y)
         out.backward()
         return out, s.grad
+
+    return step
+
+
+def _numpy_smooth_svm_by_hand(k, tau, alpha):
+    """``f(scores, labels) -> (mean loss, gradient)`` of ``smooth_topk_svm`` on NumPy: the
+    library's own forms for the two polynomials (U's tree nodes first, in the scores' dtype,
+    ``smooth_svm._polynomial`` and its reverse; T's factors by ``smooth_svm._times_top`` and its
+    reverse) and its top-k (``argpartition``, then the k sorted), everything else written
+    directly in NumPy, the fewest operations we found; none of the library's plan, validation
+    or guards (see :func:`_torch_smooth_svm_by_hand`)."""
+    import array_api_compat.numpy as xp
+
+    kt = k * tau
+
+    def step(s, y):
+        b, n = s.shape
+        rows = np.arange(b)[:, None]
+        others = s.copy()
+        others[rows[:, 0], y] = -np.inf
+        idx = np.argpartition(others, n - k, axis=-1)[:, n - k :]
+        v = np.take_along_axis(others, idx, axis=-1)
+        order = np.argsort(-v, axis=-1, kind="stable")
+        v, idx = np.take_along_axis(v, order, axis=-1), np.take_along_axis(idx, order, axis=-1)
+        c = v[:, k - 1 :]
+        x = others
+        x -= c
+        np.clip(x, -1e4 * kt, 0.0, out=x)
+        x /= kt
+        np.exp(x, out=x)
+        in_t = v > c
+        x[rows, idx] = ~in_t  # T out of U (x = 0); the top-k tied at c: x = 1
+        e_u, saved = smooth_svm._polynomial(xp, x, k, "linear", False, False)
+        w = np.exp(np.where(in_t, (c - v) / kt, -np.inf))
+        factors = (np.where(in_t, w, 1.0).astype(s.dtype), in_t.astype(s.dtype), w)
+        chain = smooth_svm._times_top(xp, e_u, factors, "linear")
+        top = chain[-1]
+        tau_r = alpha + tau * np.log(top[:, k] / top[:, k - 1]) - (s[rows[:, 0], y] - c[:, 0]) / k
+        r = tau_r / tau
+        loss = np.maximum(tau_r, 0.0) + tau * np.log1p(np.exp(-np.abs(r)))
+        coef = (0.5 / (k * b)) * (1.0 + np.tanh(r / 2))[:, None]  # sigmoid(r) / (k b)
+        cot, d_t = smooth_svm._times_top_backward(xp, chain, factors, "linear")
+        leaves, state, _ = smooth_svm._restore(xp, saved, n, k, b, "linear", False, False, False)
+        d = smooth_svm._backprop(xp, leaves, state, cot, False, False)
+        d *= coef
+        d[rows, idx] += d_t * coef
+        d[rows[:, 0], y] = -coef[:, 0]
+        return np.mean(loss), d
 
     return step
 
@@ -259,10 +324,13 @@ def _blocks(backend, scores, labels):
     pad = xp.zeros((8, b), dtype=xp.float32)
     transpose = wrap(lambda a: xp.concat([xp.permute_dims(a, (1, 0)), pad], axis=0))
     by_hand = native_transition(backend, by_hand=True) if backend == "torch" else None
-    # where the library itself takes prefix sums (eager torch on a CPU: rows of up to 900 classes
-    # at k = 5); wider rows take its trees, which the form by hand does not have
-    svm_by_hand = native_smooth_svm() if backend == "torch" and smooth_svm.scan_applies(xp, x, 5, "linear") else None
-    svm = _torch_step(topkloss.smooth_topk_svm) if svm_by_hand else None
+    svm_by_hand = native_smooth_svm(backend) if smooth_svm_by_hand_applies(backend, xp, x) else None
+    if svm_by_hand is None:
+        svm = None
+    elif backend == "torch":
+        svm = _torch_step(topkloss.smooth_topk_svm)
+    else:
+        svm = topkloss.value_and_grad(topkloss.smooth_topk_svm)
     return {
         "top-k": lambda: sync(topk(x)),
         "exp": lambda: sync(exp(x)),

@@ -74,8 +74,10 @@ def test_floors_prints_one_header_and_every_backend():
     assert out.count("| backend |") == 1
     rows = [line.strip(" |").split(" | ") for line in out.splitlines() if line.startswith(("| numpy", "| torch"))]
     assert [r[0] for r in rows] == ["numpy", "numpy", "torch", "torch"]
-    # the smooth SVM's columns: where the library takes prefix sums (eager torch, up to 900 classes)
-    assert all(c.endswith("x") for c in rows[2][-2:]) and rows[3][-2:] == ["-", "-"]
+    # the smooth SVM's columns: where the form by hand has the library's forms (torch: prefix
+    # sums, up to 900 classes; NumPy: its tree nodes first, fewer than 1000)
+    assert all(c.endswith("x") for r in (rows[0], rows[2]) for c in r[-2:])
+    assert rows[1][-2:] == rows[3][-2:] == ["-", "-"]
 
 
 def test_page_faults_runs_both_settings():
@@ -194,14 +196,17 @@ def test_floors_native_transition_is_the_loss(backend, by_hand):
     np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-10, atol=1e-15)
 
 
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_floors_native_smooth_svm_is_the_loss(dtype):
-    """floors.py's smooth top-k SVM by hand (torch) is topkloss's loss and gradient, so its
-    column is a floor of that loss: rows with the label inside and outside the top k, some
-    with the k-th value tied, at a width where topk pads to ATen's heap and one where it
-    does not."""
-    torch = pytest.importorskip("torch")
+def test_floors_native_smooth_svm_is_the_loss(backend, dtype):
+    """floors.py's smooth top-k SVM by hand is topkloss's loss and gradient, so its column is
+    a floor of that loss: rows with the label inside and outside the top k, some with the
+    k-th value tied, at a width where torch's topk pads to ATen's heap and one where it does
+    not, each where the form by hand has the library's forms."""
+    import array_api_compat
     import numpy as np
+
+    torch = pytest.importorskip("torch") if backend == "torch" else None
 
     import topkloss
 
@@ -219,11 +224,17 @@ def test_floors_native_smooth_svm_is_the_loss(dtype):
         s[6, 10] = s[6, np.argsort(-s[6])[4]]  # a tie at the k-th value
         s[7] *= 300.0  # a row far past the margin
         want, want_grad = topkloss.value_and_grad(topkloss.smooth_topk_svm)(s, y)
-        got, grad = floors.native_smooth_svm()(torch.asarray(s).requires_grad_(True), torch.asarray(y))
-        assert got.dtype == grad.dtype == getattr(torch, dtype)
+        args = (torch.asarray(s).requires_grad_(True), torch.asarray(y)) if torch else (s.copy(), y)
+        assert floors.smooth_svm_by_hand_applies(backend, array_api_compat.array_namespace(args[0]), args[0])
+        got, grad = floors.native_smooth_svm(backend)(*args)
+        if torch:
+            got, grad = got.detach().numpy(), grad.numpy()
+        assert got.dtype == grad.dtype == np.dtype(dtype)
+        if backend == "numpy":
+            np.testing.assert_array_equal(args[0], s)  # the scores untouched
         tol = 1e-12 if dtype == "float64" else 1e-6
-        np.testing.assert_allclose(float(got.detach()), float(want), rtol=tol)
-        np.testing.assert_allclose(grad.numpy(), want_grad, rtol=tol, atol=tol * np.abs(want_grad).max())
+        np.testing.assert_allclose(float(got), float(want), rtol=tol)
+        np.testing.assert_allclose(grad, want_grad, rtol=tol, atol=tol * np.abs(want_grad).max())
 
 
 def test_dask_tasks_prints_every_loss():
@@ -237,7 +248,8 @@ def test_dask_tasks_prints_every_loss():
 def test_floors_runs():
     out = _run("floors.py", "--backends", "numpy", "--sizes", "8x50", "--repeat", "1")
     (row,) = [line.split() for line in out.splitlines() if line.startswith("numpy")]
-    assert len(row) == 12 and all(r.endswith("x") for r in row[3:-3]) and row[-3:] == ["-", "-", "-"]  # torch only
+    assert len(row) == 12 and row[-3] == "-"  # "by hand": torch only
+    assert all(r.endswith("x") for r in row[3:-3] + row[-2:])  # the smooth SVM's columns on NumPy too
 
 
 def test_ab_compares_a_revision_per_cross_entropy():
