@@ -55,7 +55,7 @@ def main(argv=None):
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import floors
 
-        run = lambda: floors.native_smooth_svm(a.k)(s, y)
+        run = lambda: floors.native_smooth_svm("torch", a.k)(s, y)
     else:
         run = lambda: getattr(topkloss, a.loss)(s, y, k=a.k).backward()
     with Count() as count:
